@@ -1,0 +1,94 @@
+"""Filters: the catalog, site validation and scoring arithmetic (thin adapters)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mlperf
+short_description: mlperf-repro filters
+description:
+  - mlperf_resolve - a benchmark on a platform from the catalog, as data.
+  - mlperf_site_problems - every problem with an inventory's site values.
+  - mlperf_preflight_table - one table of every node's preflight problems.
+  - mlperf_score_line - one console line saying a set's score.
+  - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
+  - mlperf_olympic_mean - MLCommons' olympic mean.
+"""
+
+import os
+import sys
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from mlperf_repro import catalog as _catalog, site as _site
+except ImportError:  # a checkout used without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from mlperf_repro import catalog as _catalog, site as _site
+
+_CACHE: dict = {}
+
+
+def _load(path=None):
+    key = path or "default"
+    if key not in _CACHE:
+        _CACHE[key] = _catalog.load_catalog(path)
+    return _CACHE[key]
+
+
+def mlperf_resolve(benchmark, system, site_env=None, catalog_path=None):
+    """Resolve a benchmark on a platform: ``{{ 'llama31_8b' | mlperf_resolve('MI355X_1x8x1') }}``."""
+    try:
+        return _load(catalog_path).resolve(str(benchmark), str(system), site_env or {})
+    except _catalog.CatalogError as exc:
+        raise AnsibleFilterError(f"mlperf_resolve: {exc}") from None
+
+
+def mlperf_site_problems(site, groups=None, catalog_path=None):
+    try:
+        cat = _load(catalog_path)
+    except _catalog.CatalogError as exc:
+        return [f"catalog: {exc}"]
+    return _site.site_problems(dict(site), dict(groups or {}), cat)
+
+
+def mlperf_preflight_table(rows):
+    """``rows``: list of {host, problems}. Returns the text of one aligned table."""
+    lines = []
+    width = max([len(str(r.get("host", ""))) for r in rows] + [4])
+    for row in rows:
+        for problem in row.get("problems") or []:
+            lines.append(f"{str(row['host']).ljust(width)}  {problem}")
+    if not lines:
+        return "no problems"
+    return "\n".join([f"{'host'.ljust(width)}  problem", f"{'-' * width}  -------"] + lines)
+
+
+def mlperf_score_line(score):
+    """One line saying a set's score, for the console."""
+    from mlperf_repro.report import score_line
+    return score_line(score)
+
+
+def mlperf_time_to_train(run_start_ms, run_stop_ms):
+    from mlperf_repro.scoring import time_to_train_minutes
+    return time_to_train_minutes(run_start_ms, run_stop_ms)
+
+
+def mlperf_olympic_mean(values, n_noncompliant=0, max_dropped=1):
+    from mlperf_repro.scoring import olympic_mean
+    try:
+        return olympic_mean(list(values), n_noncompliant, max_dropped)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"mlperf_olympic_mean: {exc}") from None
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "mlperf_resolve": mlperf_resolve,
+            "mlperf_site_problems": mlperf_site_problems,
+            "mlperf_preflight_table": mlperf_preflight_table,
+            "mlperf_score_line": mlperf_score_line,
+            "mlperf_time_to_train": mlperf_time_to_train,
+            "mlperf_olympic_mean": mlperf_olympic_mean,
+        }
