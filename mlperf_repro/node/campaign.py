@@ -10,7 +10,7 @@ Files in a campaign directory (a fresh, timestamped LOGDIR; nothing earlier is o
   campaign.json   what to run (written once by the module)
   env.json        DATADIR, LOGDIR, CONT, ... and secrets (mode 0600; never printed)
   state.json      where it stands: one record per run (written atomically after each event)
-  runner.log      the runner's own messages
+  runner.out      the runner's own messages
   result_<k>.txt  the output of run k (0-based, as MLCommons names submission files)
 
 A run that finished (successfully or not) is never started again; a run that was running when
@@ -131,7 +131,7 @@ def prepare(campaign_dir, spec, env, mode=0o2770):
 def start_detached(campaign_dir, runner_script, python=None):
     """Start the runner in its own session so it outlives the SSH connection."""
     python = python or sys.executable
-    with open(os.path.join(campaign_dir, "runner.log"), "ab") as log:
+    with open(os.path.join(campaign_dir, "runner.out"), "ab") as log:
         proc = subprocess.Popen(
             [python, runner_script, "run", os.path.abspath(campaign_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
