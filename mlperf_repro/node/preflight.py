@@ -74,7 +74,7 @@ def disk_check(label, path, need_gb):
     usage = shutil.disk_usage(anchor)
     free_gb = usage.free / GIB
     record = {"label": label, "path": path, "checked_at": anchor,
-              "free_gb": round(free_gb, 2), "need_gb": need_gb}
+              "free_gb": round(free_gb), "need_gb": need_gb}
     record.update(mount_of(path))
     problem = None
     if need_gb and free_gb < need_gb:
