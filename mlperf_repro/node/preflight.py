@@ -73,8 +73,9 @@ def disk_check(label, path, need_gb):
     anchor = existing_ancestor(path)
     usage = shutil.disk_usage(anchor)
     free_gb = usage.free / GIB
-    record = {"label": label, "path": path, "checked_at": anchor,
-              "free_gb": round(free_gb), "need_gb": need_gb}
+    # Whole GiB and no "where it was measured": the summary stays the same from run to run
+    # unless something real changed (directories created by the first run included).
+    record = {"label": label, "path": path, "free_gb": round(free_gb), "need_gb": need_gb}
     record.update(mount_of(path))
     problem = None
     if need_gb and free_gb < need_gb:
