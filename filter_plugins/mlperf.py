@@ -9,6 +9,7 @@ description:
   - mlperf_resolve - a benchmark on a platform from the catalog, as data.
   - mlperf_site_problems - every problem with an inventory's site values.
   - mlperf_preflight_table - one table of every node's preflight problems.
+  - mlperf_shared_mount_problems - nodes whose path is not on the same shared filesystem.
   - mlperf_score_line - one console line saying a set's score.
   - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
   - mlperf_olympic_mean - MLCommons' olympic mean.
@@ -69,6 +70,15 @@ def mlperf_score_line(score):
     return score_line(score)
 
 
+def mlperf_shared_mount_problems(rows, label="DATADIR"):
+    """Problems when ``label``'s path is not one shared filesystem on every node.
+
+    ``rows``: list of {host, node} as the preflight role collects them.
+    """
+    from mlperf_repro.preflight_report import shared_mount_problems
+    return shared_mount_problems(rows, label)
+
+
 def mlperf_time_to_train(run_start_ms, run_stop_ms):
     from mlperf_repro.scoring import time_to_train_minutes
     return time_to_train_minutes(run_start_ms, run_stop_ms)
@@ -89,6 +99,7 @@ class FilterModule:
             "mlperf_site_problems": mlperf_site_problems,
             "mlperf_preflight_table": mlperf_preflight_table,
             "mlperf_score_line": mlperf_score_line,
+            "mlperf_shared_mount_problems": mlperf_shared_mount_problems,
             "mlperf_time_to_train": mlperf_time_to_train,
             "mlperf_olympic_mean": mlperf_olympic_mean,
         }

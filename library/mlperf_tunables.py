@@ -93,8 +93,8 @@ def main():
         module.exit_json(changed=False, before=before, after=before, drift=current_drift)
     if params["mode"] == "apply":
         target = {name: value for name, value in wanted().items() if before.get(name) is not None}
-        if before.get("amdgpu_module") == "absent":
-            target["amdgpu_module"] = "loaded"
+        if not params["use_commands"]:
+            target.pop("amdgpu_module", None)  # only modprobe can load it
     else:
         recorded = load_before(params["state_file"])
         if recorded is None:

@@ -1,0 +1,85 @@
+"""Preflight probes and the one-table report, driven with real paths and recorded command output."""
+
+import shutil
+
+from mlperf_repro.node import preflight
+from mlperf_repro.preflight_report import shared_mount_problems
+from filter_plugins.mlperf import mlperf_preflight_table
+
+
+def test_full_disk_is_a_problem_naming_path_and_sizes(tmp_path):
+    facts, problems = preflight.probe([{"label": "DATADIR", "path": str(tmp_path / "data"),
+                                        "need_gb": 10 ** 7}])
+    assert len(problems) == 1
+    assert "DATADIR" in problems[0] and str(tmp_path) in problems[0] and "needs 10000000.0 GiB" in problems[0]
+    assert facts["disks"][0]["free_gb"] >= 0
+
+
+def test_enough_disk_and_present_commands_are_fine(tmp_path):
+    facts, problems = preflight.probe([{"label": "LOGDIR", "path": str(tmp_path), "need_gb": 0.001}],
+                                      commands=["bash"])
+    assert problems == []
+    assert facts["commands"]["bash"] == shutil.which("bash")
+
+
+def test_missing_command_and_runtime_are_named():
+    _, problems = preflight.probe([], commands=["cpupower-not-here"], runtime="docker",
+                                  run=lambda argv: (127, "", "not found"))
+    if shutil.which("docker") is None:
+        assert "docker is not installed (container runtime docker)" in problems
+    assert "command 'cpupower-not-here' not found on PATH" in problems
+
+
+def test_other_running_containers_are_a_problem_unless_allowed(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    run = lambda argv: (0, "jupyter\nmlperf_old\n", "")  # noqa: E731 - `docker ps --format {{.Names}}`
+    facts, problems = preflight.container_runtime_check("docker", run)
+    assert facts["running"] == ["jupyter", "mlperf_old"]
+    assert "stop every container" in problems[0] and "jupyter, mlperf_old" in problems[0]
+    _, problems = preflight.container_runtime_check("docker", run, allow_running=True)
+    assert problems == []
+
+
+def test_unusable_runtime_reports_its_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    run = lambda argv: (1, "", "permission denied while trying to connect to the Docker daemon socket")  # noqa: E731
+    facts, problems = preflight.container_runtime_check("docker", run)
+    assert facts["usable"] is False and "cannot list containers" in problems[0]
+
+
+def test_mount_of_finds_the_longest_prefix(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnas:/export /data nfs4 rw 0 0\n")
+    (tmp_path / "data").mkdir()
+    entry = preflight.mount_of("/data/mlperf/x", str(mounts))
+    assert entry["fstype"] in ("nfs4", "ext4", "overlay", "")  # /data may not exist here
+    entry = preflight.mount_of("/", str(mounts))
+    assert entry == {"source": "/dev/sda1", "mountpoint": "/", "fstype": "ext4"}
+
+
+def _row(host, source, mnt, fstype):
+    return {"host": host, "node": {"disks": [{"label": "DATADIR", "path": "/data/x", "source": source,
+                                              "mountpoint": mnt, "fstype": fstype}]}}
+
+
+def test_shared_storage_must_be_the_same_network_filesystem_everywhere():
+    good = [_row(f"n{i}", "nas:/export", "/data", "nfs4") for i in range(3)]
+    assert shared_mount_problems(good) == []
+    local = good[:2] + [_row("n2", "/dev/nvme0n1", "/", "ext4")]
+    problems = shared_mount_problems(local)
+    hosts = {p["host"] for p in problems}
+    assert hosts == {"n0", "n1", "n2"}
+    assert any("n2" == p["host"] and "not a shared filesystem" in p["problem"] for p in problems)
+
+
+def test_table_lists_every_problem_with_its_node():
+    table = mlperf_preflight_table([
+        {"host": "mi355x-node1", "problems": ["expected 8 GPUs, found 7", "ROCm 6.4.0 is older than 7.2.2"]},
+        {"host": "n2", "problems": []},
+        {"host": "controller", "problems": ["DATADIR full"]},
+    ])
+    lines = table.splitlines()
+    assert lines[0].split() == ["host", "problem"]
+    assert len(lines) == 5
+    assert lines[2].startswith("mi355x-node1  expected 8 GPUs")
+    assert mlperf_preflight_table([{"host": "a", "problems": []}]) == "no problems"

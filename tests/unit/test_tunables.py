@@ -1,0 +1,106 @@
+"""AMD's runtime tunables: read, drift, apply and reset on a copy of /proc and /sys.
+
+Machine-wide kernel.* and vm.* settings must not change on the test machine, so every test works
+under a path prefix holding files laid out like the real ones, with real starting values.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlperf_repro.node import tunables
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def fake_root(tmp_path):
+    files = {
+        "proc/sys/kernel/nmi_watchdog": "1",
+        "proc/sys/kernel/numa_balancing": "1",
+        "proc/sys/kernel/randomize_va_space": "2",
+        "proc/sys/vm/drop_caches": "0",
+        "sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never",
+        "sys/kernel/mm/transparent_hugepage/defrag": "always defer defer+madvise [madvise] never",
+    }
+    for cpu in range(4):
+        files[f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"] = "powersave"
+        files[f"sys/devices/system/cpu/cpu{cpu}/cpuidle/state2/disable"] = "0"
+    for rel, value in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n")
+    return tmp_path
+
+
+def test_reads_bracketed_sysfs_choices(fake_root):
+    state = tunables.read_state(str(fake_root))
+    assert state["thp_enabled"] == "madvise"
+    assert state["thp_defrag"] == "madvise"
+    assert state["cpu_governor"] == "powersave"
+    assert state["amdgpu_module"] == "absent"
+
+
+def test_drift_names_every_setting_off_amds_values(fake_root):
+    drift = tunables.drift(tunables.read_state(str(fake_root)))
+    assert set(drift) == {"nmi_watchdog", "numa_balancing", "randomize_va_space", "thp_enabled",
+                          "thp_defrag", "cpu_governor", "cpu_idle_state2_disabled", "amdgpu_module"}
+    assert drift["randomize_va_space"] == {"current": "2", "wanted": "0"}
+
+
+def test_apply_then_reset_restores_what_was_there(fake_root, tmp_path):
+    before = tunables.read_state(str(fake_root))
+    record = tmp_path / "state" / "before.json"
+    assert tunables.save_before(str(record), before)
+    target = {k: v for k, v in tunables.wanted().items() if k != "amdgpu_module"}
+    assert tunables.set_values(target, str(fake_root), use_commands=False) == []
+    after = tunables.read_state(str(fake_root))
+    assert after["numa_balancing"] == "0" and after["cpu_governor"] == "performance"
+    assert set(tunables.drift(after)) == {"amdgpu_module"}
+    # A second apply must not overwrite the record of the original values.
+    assert not tunables.save_before(str(record), after)
+    restore = {k: v for k, v in tunables.load_before(str(record)).items() if k != "amdgpu_module"}
+    assert tunables.set_values(restore, str(fake_root), use_commands=False) == []
+    assert tunables.read_state(str(fake_root)) == before
+
+
+def run_module(args):
+    """The real module through ansible, against the prefix."""
+    cmd = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_tunables",
+           "-a", args, "-o"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc
+
+
+def test_module_apply_records_then_reset_restores(fake_root, tmp_path):
+    before = tunables.read_state(str(fake_root))
+    args = f"use_commands=false root={fake_root} state_file={tmp_path}/rec.json"
+    proc = run_module(f"mode=apply {args}")
+    assert "CHANGED" in proc.stdout, proc.stdout + proc.stderr
+    assert tunables.read_state(str(fake_root))["thp_enabled"] == "always"
+    assert json.loads((tmp_path / "rec.json").read_text())["thp_enabled"] == "madvise"
+    assert "SUCCESS" in run_module(f"mode=apply {args}").stdout  # idempotent: nothing to change
+    assert "SUCCESS" in run_module(f"mode=check {args}").stdout  # no change reported by check
+    proc = run_module(f"mode=reset {args}")
+    assert "CHANGED" in proc.stdout, proc.stdout
+    # sysfs shows the chosen value in brackets; the fake files hold it plain: compare states.
+    assert tunables.read_state(str(fake_root)) == before
+
+
+def test_module_check_mode_is_read_only(fake_root, tmp_path):
+    snapshot = {p: p.read_text() for p in fake_root.rglob("*") if p.is_file()}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_tunables", "-a",
+         f"mode=apply use_commands=false root={fake_root} state_file={tmp_path}/rec.json", "--check", "-o"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "CHANGED" in proc.stdout
+    assert {p: p.read_text() for p in fake_root.rglob("*") if p.is_file()} == snapshot
+    assert not (tmp_path / "rec.json").exists()
+
+
+def test_reset_without_a_record_fails_clearly(fake_root, tmp_path):
+    proc = run_module(f"mode=reset use_commands=false root={fake_root} state_file={tmp_path}/none.json")
+    assert "FAILED" in proc.stdout and "no record of the values before apply" in proc.stdout
