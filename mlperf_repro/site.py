@@ -36,9 +36,12 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     for name in BOOL_VARS:
         value = site.get(name)
         if name in site and not _unfilled(value) and not isinstance(value, bool):
-            problems.append(f"{name} must be a boolean (true/false without quotes), "
-                            f"got {value!r} ({type(value).__name__})")
+            problems.append(f"{name} must be a boolean (true/false without quotes; on the "
+                            f"command line -e '{{\"{name}\": true}}'), got {value!r} "
+                            f"({type(value).__name__})")
     nexp = site.get("mlperf_nexp")
+    if isinstance(nexp, str) and nexp.strip().isdigit():
+        nexp = int(nexp)  # `-e mlperf_nexp=3` on the command line arrives as a string
     if "mlperf_nexp" in site and not _unfilled(nexp):
         if isinstance(nexp, bool) or not isinstance(nexp, int) or nexp < 1:
             problems.append(f"mlperf_nexp must be a positive integer (10 for a submission), "
