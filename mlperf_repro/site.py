@@ -16,6 +16,10 @@ RUNTIMES = ("docker", "podman", "none")
 TUNABLE_MODES = ("apply", "check", "reset", "off")
 PATH_VARS = ("mlperf_datadir", "mlperf_logdir", "mlperf_workdir")
 BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision")
+KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
+              "render", "run", "collect", "score", "report")
+VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
+VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_container_runtime",
             *PATH_VARS, "mlperf_results_dir", *BOOL_VARS)
 
@@ -26,9 +30,23 @@ def _unfilled(value: Any) -> bool:
 
 def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = None,
                   catalog: Catalog | None = None) -> list[str]:
-    """Every problem with the site values (an empty list when they are good)."""
+    """Every problem with the site values (an empty list when they are good).
+
+    ``site`` may also carry ``ansible_run_tags``/``ansible_skip_tags`` (checked against the
+    stage tags) and version variables (``rocm_version``, ...).
+    """
     problems: list[str] = []
     groups = groups or {}
+    for option in ("ansible_run_tags", "ansible_skip_tags"):
+        unknown = sorted(set(site.get(option) or []) - set(KNOWN_TAGS))
+        if unknown:
+            flag = "--tags" if option == "ansible_run_tags" else "--skip-tags"
+            problems.append(f"unknown tag(s) {', '.join(unknown)} in {flag}: "
+                            f"the stages are {', '.join(KNOWN_TAGS[2:])}")
+    for name in VERSION_VARS:
+        value = site.get(name)
+        if value is not None and not VERSION_RE.match(str(value)):
+            problems.append(f"{name} must be a version like 7.2.2, got {value!r}")
     for name in REQUIRED:
         if name not in site or _unfilled(site.get(name)):
             problems.append(f"{name} is not set: fill it in the inventory's group_vars "
