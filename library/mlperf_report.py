@@ -6,10 +6,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: mlperf_report
-short_description: Write report.json and report.md for a scored campaign
+short_description: Write report.json, report.md and report.html for a scored campaign
 description:
   - Reads every C(*/score.json) of a campaign directory on the controller and writes
-    C(report.json) and C(report.md) beside them; changed only when a file changed.
+    C(report.json), C(report.md) and C(report.html) (self-contained, inline SVG plots) beside them;
+    changed only when a file changed.
 options:
   campaign_dir:
     description: Controller directory of one campaign (results/<benchmark>/<system>/<campaign>).

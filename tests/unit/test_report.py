@@ -226,6 +226,23 @@ def test_report_without_logs_still_renders(campaign, tmp_path):
     assert_numbers_match(sections(text)[0], score)
 
 
+def test_cli_report_on_a_scored_campaign(campaign, tmp_path, capsys):
+    root, _, _ = campaign
+    out = tmp_path / "out"
+    assert cli.main(["report", str(root), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.split() == [str(out / n) for n in ("report.json", "report.md", "report.html")]
+    for name in ("report.json", "report.md", "report.html"):
+        assert (out / name).read_text() == (root / name).read_text()
+
+
+def test_cli_report_from_logs_defaults_to_the_cwd(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", str(AMD_LORA), "--allow-partial"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "report.md"]
+    assert json.loads((tmp_path / "report.json").read_text())["campaign"] == "llama2_70b_lora"
+    capsys.readouterr()
+
+
 def test_markdown_signature_unchanged():
     score = {"benchmark": "smoke", "ruleset": "6.0.0", "runs": [], "valid": False, "reasons": ["x"],
              "rcp": {}, "score_minutes": None, "olympic_minutes": None}
