@@ -90,6 +90,11 @@ done:
   description: Number of runs that have finished.
   returned: always
   type: int
+commands:
+  description: In check mode, the shell commands the campaign would run (no secret values).
+  returned: check mode, when a campaign would start or resume
+  type: list
+  elements: str
 """
 
 import os
@@ -98,11 +103,11 @@ import random
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.campaign import (find_resumable, new_state, prepare, start_detached,
-                                               stop, summarize)
+    from ansible.module_utils.campaign import (find_resumable, new_state, planned_commands,
+                                               prepare, read_json, start_detached, stop, summarize)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.campaign import (find_resumable, new_state, prepare, start_detached,
-                                            stop, summarize)
+    from mlperf_repro.node.campaign import (find_resumable, new_state, planned_commands, prepare,
+                                            read_json, start_detached, stop, summarize)
 
 SPEC_REQUIRED = ("nexp", "code_dir", "config_file", "runtime")
 
@@ -138,7 +143,10 @@ def started(module):
         if state["runner_alive"]:
             module.exit_json(changed=False, action="attached", **public(state))
         if module.check_mode:
-            module.exit_json(changed=True, action="resumed", **public(state))
+            spec = read_json(os.path.join(existing, "campaign.json"), {})
+            todo = [r["index"] for r in state["runs"] if r["status"] in ("pending", "running")]
+            module.exit_json(changed=True, action="resumed", **public(state),
+                             commands=planned_commands(spec, existing, todo, params["env"]))
         start_detached(existing, params["runner_script"], params["python"])
         module.exit_json(changed=True, action="resumed", **public(summarize(existing)))
 
@@ -162,7 +170,8 @@ def started(module):
     if module.check_mode:
         state = new_state(spec)
         state.update(campaign_dir=campaign_dir, done=0, counts={"pending": spec["nexp"]})
-        module.exit_json(changed=True, action="started", **public(state))
+        module.exit_json(changed=True, action="started", **public(state),
+                         commands=planned_commands(spec, campaign_dir, env=params["env"]))
     prepare(campaign_dir, spec, env)
     start_detached(campaign_dir, params["runner_script"], params["python"])
     module.exit_json(changed=True, action="started", **public(summarize(campaign_dir)))

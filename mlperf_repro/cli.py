@@ -293,8 +293,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for line in commands:
             print(f"  {line}")
     hosts = sorted({c.host for c in result.changes})
-    print(f"plan: {len(result.changes)} task(s) would change something"
-          + (f" on {', '.join(hosts)}" if hosts else "") + "; nothing was changed")
+    if result.ok:
+        print(f"plan: {len(result.changes)} task(s) would change something"
+              + (f" on {', '.join(hosts)}" if hosts else "") + "; nothing was changed")
     _print_outcome(result, "plan")
     return _exit_code(result)
 

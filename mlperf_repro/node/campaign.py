@@ -155,6 +155,64 @@ def stop(campaign_dir, sig=signal.SIGTERM):
     return False
 
 
+def run_seed(spec, index):
+    return (int(spec["root_seed"]) + 1000 * index) % (2 ** 31)
+
+
+def container_run_argv(spec):
+    """``docker run`` of the long-lived container the runs exec into."""
+    argv = [spec.get("runtime_command") or spec["runtime"], "run", "--rm", "--init", "--detach",
+            "--name", spec["container_name"]]
+    argv += spec.get("container_flags", [])
+    for mount in spec.get("mounts", []):
+        argv += ["--volume", "%s:%s" % (mount["host"], mount["container"])]
+    return argv + [spec["image"], "sleep", "infinity"]
+
+
+def run_argv(spec, names):
+    """One run's command; ``names`` are the variables config_<SYSTEM>.sh exports."""
+    if spec.get("runtime", "none") == "none":
+        return ["bash", "./run_and_time.sh"]
+    argv = [spec.get("runtime_command") or spec["runtime"], "exec"]
+    for name in list(names) + ["SEED", "NEXP"]:
+        argv += ["--env", name]  # values come from the exec's environment, not argv
+    return argv + [spec["container_name"], "bash", "./run_and_time.sh"]
+
+
+def planned_commands(spec, campaign_dir, indexes=None, env=None):
+    """The shell commands a campaign would run (check mode), for runs ``indexes`` (default all).
+
+    Values of ``env`` (the campaign's environment, which may hold secrets and which Ansible
+    masks as no_log) are written as ``${NAME}`` references, so they never appear.
+    """
+    lines = _planned_commands(spec, campaign_dir, indexes)
+    pairs = sorted(((str(v), k) for k, v in (env or {}).items() if len(str(v)) >= 3),
+                   key=lambda pair: -len(pair[0]))
+    for value, name in pairs:
+        lines = [line.replace(value, "${%s}" % name) for line in lines]
+    return lines
+
+
+def _planned_commands(spec, campaign_dir, indexes):
+    quote = shlex.quote
+    code_dir = spec["code_dir"]
+    lines = ["cd %s && set -a && . %s && set +a && export NEXP=%d" % (
+        quote(code_dir), quote(spec["config_file"]), int(spec["nexp"]))]
+    runtime = spec.get("runtime", "none")
+    if runtime != "none":
+        lines.append(" ".join(quote(a) for a in container_run_argv(spec)))
+    names = ["<each variable %s exports>" % os.path.basename(spec["config_file"])]
+    for index in range(int(spec["nexp"])) if indexes is None else indexes:
+        argv = run_argv(spec, []) if runtime == "none" else run_argv(spec, names)
+        lines.append("SEED=%d %s > %s 2>&1" % (
+            run_seed(spec, index), " ".join(a if a.startswith("<") else quote(a) for a in argv),
+            quote(os.path.join(campaign_dir, log_name(index)))))
+    if runtime != "none":
+        lines.append("%s rm -f %s" % (quote(spec.get("runtime_command") or runtime),
+                                      quote(spec["container_name"])))
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 # The runner (executed detached on the node)
 
@@ -212,11 +270,7 @@ class Runner:
     def start_container(self):
         name = self.spec["container_name"]
         subprocess.run(self.container_cmd() + ["rm", "-f", name], capture_output=True, check=False)
-        argv = self.container_cmd() + ["run", "--rm", "--init", "--detach", "--name", name]
-        argv += self.spec.get("container_flags", [])
-        for mount in self.spec.get("mounts", []):
-            argv += ["--volume", "%s:%s" % (mount["host"], mount["container"])]
-        argv += [self.spec["image"], "sleep", "infinity"]
+        argv = container_run_argv(self.spec)
         self.say("starting container: %s" % " ".join(shlex.quote(a) for a in argv))
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
@@ -225,13 +279,7 @@ class Runner:
                        capture_output=True, check=False)
 
     def run_argv(self, names):
-        if self.runtime() == "none":
-            return ["bash", "./run_and_time.sh"]
-        argv = self.container_cmd() + ["exec"]
-        for name in names + ["SEED", "NEXP"]:
-            argv += ["--env", name]  # values come from the exec's environment, not argv
-        argv += [self.spec["container_name"], "bash", "./run_and_time.sh"]
-        return argv
+        return run_argv(self.spec, names)
 
     # -- one run ---------------------------------------------------------------------------
     def clear_caches(self):
@@ -249,7 +297,7 @@ class Runner:
             while os.path.exists("%s.interrupted-%d" % (path, n)):
                 n += 1
             os.rename(path, "%s.interrupted-%d" % (path, n))
-        seed = (int(self.spec["root_seed"]) + 1000 * record["index"]) % (2 ** 31)
+        seed = run_seed(self.spec, record["index"])
         record.update(status="running", seed=seed, started=now(), finished=None, rc=None)
         self.state["current"] = record["index"]
         self.save()

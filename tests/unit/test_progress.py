@@ -1,7 +1,6 @@
 """The progress model on live, growing MLLOG files written by the real smoke benchmark."""
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -55,7 +54,19 @@ def expected(data: bytes):
             samples, at = s, t
     metric = [v for k, v, _, _ in recs if k == "eval_accuracy"][-1]
     rate = samples / ((at - run_start) / 1000.0)
-    return samples, metric, rate, max(TYPICAL - samples, 0) / rate
+    assert samples < TYPICAL  # (past it, the ETA is the time to the next evaluation)
+    return samples, metric, rate, (TYPICAL - samples) / rate
+
+
+def stand_in_runner(directory: Path) -> subprocess.Popen:
+    """A process whose command line names the campaign (the campaign module's liveness test)."""
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "campaign",
+                               str(directory)])
+    deadline = time.time() + 10
+    while str(directory) not in Path(f"/proc/{runner.pid}/cmdline").read_text(errors="replace"):
+        assert time.time() < deadline, "the stand-in runner did not start"
+        time.sleep(0.01)
+    return runner
 
 
 @pytest.fixture
@@ -67,16 +78,11 @@ def campaign(tmp_path):
     spec = {"campaign_id": directory.name, "nexp": 3, "benchmark": "smoke", "system": "CPU_1x1x1"}
     write_json(directory / "campaign.json", spec)
     write_json(directory / "env.json", {"DATADIR": "/nowhere"}, mode=0o600)
-    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "campaign",
-                               str(directory)])
-    deadline = time.time() + 10
-    while str(directory) not in Path(f"/proc/{runner.pid}/cmdline").read_text(errors="replace"):
-        assert time.time() < deadline, "the stand-in runner did not start"
-        time.sleep(0.01)
+    runner = stand_in_runner(directory)
     state = new_state(spec)
     state.update(status="running", runner_pid=runner.pid, started="2026-11-28T12:00:00+0000")
     write_json(directory / "state.json", state)
-    yield directory, state
+    yield directory, state, runner
     runner.kill()
     runner.wait()
 
@@ -100,7 +106,7 @@ def split_inside(data: bytes, key: bytes, occurrence: int) -> int:
 
 
 def test_growing_log_gives_run_index_samples_metric_and_eta(campaign, logs):
-    directory, state = campaign
+    directory, state, _ = campaign
     log0, log1 = logs[11], logs[12]
     watcher = CampaignWatcher(directory, host="node1")
     set_run(directory, state, 0, "running", "2026-11-28T12:00:00+0000")
@@ -161,24 +167,37 @@ def test_growing_log_gives_run_index_samples_metric_and_eta(campaign, logs):
     assert "run 2/3 running" in progress.line() and "campaign ETA" in progress.line()
 
 
-def test_a_replaced_log_is_read_again_from_its_start(campaign, logs):
-    directory, state = campaign
+def test_an_interrupted_run_and_its_replaced_log(campaign, logs):
+    directory, state, runner = campaign
     log = logs[11]
     watcher = CampaignWatcher(directory)
     set_run(directory, state, 0, "running", "2026-11-28T12:00:00+0000")
     cut = split_inside(log, b'"key": "eval_accuracy"', 30)
     (directory / "result_0.txt").write_bytes(log[:cut])
     assert watcher.poll().current.samples == 30 * 8192
-    # The runner died and was resumed: the partial log is kept aside, run 0 starts again.
+    runner.kill()  # the node rebooted: the runner is gone, state.json still says running
+    runner.wait()
+    progress = watcher.poll()
+    assert progress.status == "interrupted" and progress.runner_alive is False
+    assert progress.runs[0].status == "interrupted" and progress.current is None
+    assert progress.eta_s is None and progress.line().startswith("campaign interrupted: 0/3")
+    # Resumed: the partial log is kept aside and run 0 starts again in a fresh file.
+    resumed = stand_in_runner(directory)
+    state["runner_pid"] = resumed.pid
+    write_json(directory / "state.json", state)
     os.rename(directory / "result_0.txt", directory / "result_0.txt.interrupted-1")
     early = split_inside(log, b'"key": "eval_accuracy"', 3)
     (directory / "result_0.txt").write_bytes(log[:early])
-    run = watcher.poll().current
-    assert run.samples == 3 * 8192 and run.status == "running"
+    try:
+        run = watcher.poll().current
+        assert run.samples == 3 * 8192 and run.status == "running"
+    finally:
+        resumed.kill()
+        resumed.wait()
 
 
 def test_finished_runs_without_a_final_newline_and_crashed_runs(campaign, logs):
-    directory, state = campaign
+    directory, state, _ = campaign
     log = logs[12]
     (directory / "result_0.txt").write_bytes(log.rstrip(b"\n").rsplit(b"\n", 1)[0])  # no run_stop
     set_run(directory, state, 0, "crashed", "2026-11-28T12:00:00+0000", "2026-11-28T12:00:30+0000")

@@ -1,0 +1,534 @@
+"""The Python API: run the reproduction (or a dry run of it) through ansible-runner.
+
+ansible-runner is driven the way AWX drives it: ``run_async`` with an ``event_handler`` (progress
+and the result are folded from the events), a ``status_handler`` (state), a ``cancel_callback``
+(stopping) and the artifacts of every run kept in a private data directory of its own::
+
+    from mlperf_repro import api
+    result = api.run("inventory/mi355x", benchmark="llama31_8b", skip_tags="provision")
+    result.status, result.recap, result.failed_tasks, result.campaign_dir, result.score
+
+    handle = api.start("inventory/local", extravars={"mlperf_nexp": 3})   # from a notebook
+    handle.progress.snapshot(); handle.cancel(); result = handle.wait()
+
+    plan = api.plan("inventory/mi355x")        # --check --diff: changes nothing
+    plan.diffs, plan.commands                  # rendered files' diffs, each node's commands
+
+No global state and no reliance on the current directory: the project (site.yml, roles,
+ansible.cfg) is the checkout this package was installed from; a relative inventory path is
+taken relative to it; each run gets a fresh private data directory (default
+``$XDG_STATE_HOME/mlperf-repro/runs/<ident>``) holding its ``env/`` files (extravars, 0600) and
+``artifacts/<ident>/`` (stdout, job_events, status, rc, command). Cancelling stops
+ansible-playbook; a campaign already started keeps running detached on its nodes (``--tags run``
+re-attaches to it later).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .progress import (CAMPAIGN_ACTIONS, CampaignProgress, CampaignWatcher, Progress, event_action,
+                       failure_message, stage_of)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_INVENTORY = "inventory/local"
+
+#: ansible-runner's final states.
+FINAL_STATES = ("successful", "failed", "canceled", "timeout")
+#: Events that carry a task's outcome for one host.
+_OUTCOMES = {
+    "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+@dataclass
+class HostRecap:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class FailedTask:
+    host: str
+    task: str
+    message: str
+    play: str | None = None
+    role: str | None = None
+    action: str | None = None
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.task}: {self.message}"
+
+
+@dataclass
+class FileDiff:
+    """A file a task would change (check mode + diff), as a unified diff."""
+
+    host: str
+    task: str
+    path: str | None
+    diff: str
+
+
+@dataclass
+class PlannedChange:
+    host: str
+    task: str
+    action: str
+
+
+@dataclass
+class RunResult:
+    """What a playbook run did (see :func:`run`)."""
+
+    status: str                      # successful, failed, canceled, timeout
+    rc: int | None
+    ident: str
+    artifact_dir: str
+    private_data_dir: str
+    recap: dict[str, HostRecap] = field(default_factory=dict)
+    failed_tasks: list[FailedTask] = field(default_factory=list)
+    campaigns: dict[str, str] = field(default_factory=dict)     # host -> campaign dir on the node
+    result_sets: dict[str, str] = field(default_factory=dict)   # host -> collected set (controller)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # set dir -> score.json
+    stages: list[str] = field(default_factory=list)             # stages entered, in order
+    events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful"
+
+    @property
+    def campaign_dir(self) -> str | None:
+        """The controller's campaign directory (results/<benchmark>/<system>/<campaign>) when
+        the collect stage ran, else the node's campaign directory when there is one node."""
+        parents = {str(Path(p).parent) for p in self.result_sets.values()}
+        if len(parents) == 1:
+            return parents.pop()
+        if len(set(self.campaigns.values())) == 1:
+            return next(iter(self.campaigns.values()))
+        return None
+
+    @property
+    def score(self) -> dict[str, Any] | None:
+        """The score of the single scored set (None when none or several were scored)."""
+        return next(iter(self.scores.values())) if len(self.scores) == 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(ok=self.ok, campaign_dir=self.campaign_dir)
+        return data
+
+    def summary(self) -> str:
+        hosts = ", ".join(f"{h} ok={r.ok} changed={r.changed} failed={r.failed} "
+                          f"unreachable={r.unreachable}" for h, r in sorted(self.recap.items()))
+        return f"{self.status} (rc {self.rc}): {hosts or 'no host ran a task'}"
+
+
+@dataclass
+class PlanResult(RunResult):
+    """A dry run (``--check --diff``): what would change, and the commands each node would run."""
+
+    diffs: list[FileDiff] = field(default_factory=list)
+    changes: list[PlannedChange] = field(default_factory=list)
+    commands: dict[str, list[str]] = field(default_factory=dict)   # host -> shell lines
+
+
+class _Collector:
+    """Folds ansible-runner events into a RunResult (called on the runner's thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, HostRecap] = {}
+        self.stats: dict[str, HostRecap] | None = None
+        self.failed: list[FailedTask] = []
+        self.campaigns: dict[str, str] = {}
+        self.result_sets: dict[str, str] = {}
+        self.score_files: dict[str, str] = {}
+        self.score_data: dict[str, dict[str, Any]] = {}
+        self.stages: list[str] = []
+        self.diffs: list[FileDiff] = []
+        self.changes: list[PlannedChange] = []
+        self.commands: dict[str, list[str]] = {}
+        self.events = 0
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        name = event.get("event")
+        data = event.get("event_data") or {}
+        with self.lock:
+            self.events += 1
+            if name == "playbook_on_play_start":
+                stage = stage_of(data.get("play") or data.get("name"))
+                if stage and stage not in self.stages:
+                    self.stages.append(stage)
+            elif name == "playbook_on_stats":
+                self._stats(data)
+            elif name in _OUTCOMES or name in ("runner_item_on_ok", "runner_item_on_failed"):
+                self._outcome(name, data)
+
+    def _stats(self, data: Mapping[str, Any]) -> None:
+        stats: dict[str, HostRecap] = {}
+        for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
+                          ("dark", "unreachable"), ("skipped", "skipped"),
+                          ("rescued", "rescued"), ("ignored", "ignored")):
+            for host, count in (data.get(key) or {}).items():
+                setattr(stats.setdefault(host, HostRecap()), attr, int(count))
+        self.stats = stats
+
+    def _outcome(self, name: str, data: Mapping[str, Any]) -> None:
+        host = str(data.get("host") or "")
+        task = str(data.get("task") or "")
+        res = data.get("res") if isinstance(data.get("res"), dict) else {}
+        action = event_action(dict(data))
+        if name in _OUTCOMES:
+            recap = self.counts.setdefault(host, HostRecap())
+            outcome = _OUTCOMES[name]
+            if outcome == "failed" and data.get("ignore_errors"):
+                recap.ignored += 1
+            else:
+                setattr(recap, outcome, getattr(recap, outcome) + 1)
+            if outcome == "ok" and res.get("changed"):
+                recap.changed += 1
+                self.changes.append(PlannedChange(host=host, task=task, action=action))
+            if outcome in ("failed", "unreachable") and not data.get("ignore_errors"):
+                self.failed.append(FailedTask(
+                    host=host, task=task, message=failure_message(res) or outcome,
+                    play=data.get("play"), role=data.get("role"), action=action,
+                    unreachable=outcome == "unreachable"))
+        if name in ("runner_on_ok", "runner_item_on_ok"):
+            self._diffs(host, task, res)
+            if action in CAMPAIGN_ACTIONS and res.get("campaign_dir"):
+                self.campaigns[host] = res["campaign_dir"]
+                if res.get("commands"):
+                    self.commands[host] = list(res["commands"])
+            facts = res.get("ansible_facts") or {}
+            if facts.get("mlperf_result_set"):
+                self.result_sets[host] = str(facts["mlperf_result_set"])
+            if action == "mlperf_score" and name == "runner_item_on_ok":
+                target = str(res.get("item") or (res.get("score") or {}).get("directory") or "")
+                if target:
+                    if res.get("output"):
+                        self.score_files[target] = str(res["output"])
+                    if isinstance(res.get("score"), dict):
+                        self.score_data[target] = res["score"]
+
+    def _diffs(self, host: str, task: str, res: Mapping[str, Any]) -> None:
+        diff = res.get("diff")
+        if not diff or not res.get("changed"):
+            return
+        args = (res.get("invocation") or {}).get("module_args") or {}
+        path = res.get("dest") or res.get("path") or args.get("dest") or args.get("path")
+        for item in diff if isinstance(diff, list) else [diff]:
+            text = _unified(item, path)
+            if text:
+                self.diffs.append(FileDiff(host=host, task=task, path=path, diff=text))
+
+    def result(self, cls: type, **fields: Any) -> RunResult:
+        with self.lock:
+            recap = self.stats if self.stats is not None else self.counts
+            scores = {}
+            for target in sorted(set(self.score_files) | set(self.score_data)):
+                scores[target] = _read_score(self.score_files.get(target)) or self.score_data.get(target)
+            extra = {}
+            if cls is PlanResult:
+                extra = dict(diffs=list(self.diffs), changes=list(self.changes),
+                             commands=dict(self.commands))
+            return cls(recap=dict(recap), failed_tasks=list(self.failed),
+                       campaigns=dict(self.campaigns), result_sets=dict(self.result_sets),
+                       scores=scores, stages=list(self.stages), events=self.events,
+                       **fields, **extra)
+
+
+def _unified(item: Any, path: str | None = None) -> str:
+    if not isinstance(item, Mapping):
+        return ""
+    if item.get("prepared"):
+        return str(item["prepared"])
+    before, after = item.get("before"), item.get("after")
+    if before is None and after is None:
+        return ""
+
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        return json.dumps(value, indent=4, sort_keys=True) + "\n"
+
+    lines = difflib.unified_diff(text(before or "").splitlines(True), text(after or "").splitlines(True),
+                                 fromfile=str(item.get("before_header") or path or "before"),
+                                 tofile=str(path or item.get("after_header") or "after"))
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _read_score(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def default_private_data_dir() -> Path:
+    """``$XDG_STATE_HOME/mlperf-repro/runs`` (``~/.local/state/...``): one subdirectory per run."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "mlperf-repro" / "runs"
+
+
+def project_dir() -> Path:
+    """The checkout holding site.yml, roles/ and ansible.cfg (beside this package)."""
+    if not (PROJECT_DIR / "site.yml").is_file():
+        raise ValueError(f"the playbooks are not beside the mlperf_repro package (no {PROJECT_DIR}/site.yml): "
+                         "install the project from its checkout (pip install -e .)")
+    return PROJECT_DIR
+
+
+def resolve_inventory(inventory: str | os.PathLike | Mapping[str, Any] | None, project: Path) -> Any:
+    """An absolute inventory path (relative ones are taken relative to the project), or a dict."""
+    if inventory is None:
+        inventory = DEFAULT_INVENTORY
+    if isinstance(inventory, Mapping):
+        return dict(inventory)
+    if isinstance(inventory, (list, tuple)):
+        return [resolve_inventory(item, project) for item in inventory]
+    path = Path(os.path.expanduser(os.fspath(inventory)))
+    if not path.is_absolute():
+        path = project / path
+    if not path.exists():
+        raise ValueError(f"inventory {inventory} does not exist (looked for {path}; a relative "
+                         f"inventory is taken relative to the project {project})")
+    return str(path)
+
+
+def _tags(value: str | Sequence[str] | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    return ",".join(value) or None
+
+
+def _cancel_check(cancel: Any) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise ValueError(f"cancel must be a callable or a threading.Event, got {type(cancel).__name__}")
+
+
+def _new_ident() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Run:
+    """A playbook run in progress (see :func:`start`): ``wait()`` returns its result."""
+
+    def __init__(self, *, inventory: Any = None, benchmark: str | None = None,
+                 tags: str | Sequence[str] | None = None, skip_tags: str | Sequence[str] | None = None,
+                 limit: str | None = None, extravars: Mapping[str, Any] | None = None,
+                 on_event: Callable[[dict[str, Any]], Any] | None = None,
+                 on_status: Callable[[str], Any] | None = None, cancel: Any = None,
+                 private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
+                 check: bool = False, diff: bool = False, verbosity: int = 0,
+                 envvars: Mapping[str, str] | None = None) -> None:
+        import ansible_runner  # pylint: disable=import-outside-toplevel
+        from ansible_runner.exceptions import ConfigurationError  # pylint: disable=import-outside-toplevel
+
+        project = project_dir()
+        if not (project / playbook).is_file():
+            raise ValueError(f"playbook {playbook} does not exist in {project}")
+        extravars = dict(extravars or {})
+        if benchmark:
+            extravars["mlperf_benchmark"] = benchmark
+        resolved_inventory = resolve_inventory(inventory, project)  # before anything is created
+        user_cancel = _cancel_check(cancel)
+        base = Path(private_data_dir) if private_data_dir else default_private_data_dir()
+        self.ident = _new_ident()
+        self.private_data_dir = str(base / self.ident)
+        os.makedirs(self.private_data_dir, mode=0o700)
+        self.check = check
+        self.progress = Progress()
+        self.status = "unstarted"
+        self.callback_errors: list[str] = []
+        self._collector = _Collector()
+        self._on_event = on_event
+        self._on_status = on_status
+        self._user_cancel = user_cancel
+        self._canceled = threading.Event()
+        self._result: RunResult | None = None
+        self._result_lock = threading.Lock()
+        bin_dir = os.path.dirname(sys.executable)
+        env = {
+            "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", os.defpath),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(envvars or {})
+        cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+        kwargs: dict[str, Any] = dict(
+            private_data_dir=self.private_data_dir, project_dir=str(project), playbook=playbook,
+            inventory=resolved_inventory, ident=self.ident,
+            extravars=extravars, envvars=env, limit=limit or None, tags=_tags(tags),
+            skip_tags=_tags(skip_tags), verbosity=verbosity or None, quiet=True,
+            settings={"pexpect_timeout": 1},
+            event_handler=self._event, status_handler=self._status,
+            cancel_callback=self._cancel_callback)
+        if cmdline:
+            kwargs["cmdline"] = cmdline
+        try:
+            self._thread, self._runner = ansible_runner.run_async(**kwargs)
+        except ConfigurationError as exc:
+            raise ValueError(f"ansible-runner could not start the playbook: {exc}") from None
+        self.artifact_dir = self._runner.config.artifact_dir
+
+    # -- callbacks (the runner's thread) ------------------------------------------------------
+    def _event(self, event: dict[str, Any]) -> bool:
+        self._collector.feed(event)
+        try:
+            self.progress.feed(event)
+        except Exception as exc:  # noqa: BLE001 - a display problem must not stop the run
+            self.callback_errors.append(f"progress: {exc!r}")
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception as exc:  # noqa: BLE001 - the user's callback must not stop the run
+                self.callback_errors.append(f"on_event: {exc!r}")
+        return True
+
+    def _status(self, data: Mapping[str, Any], runner_config: Any = None) -> None:
+        self.status = str(data.get("status"))
+        self.progress.set_status(self.status)
+        if self._on_status is not None:
+            try:
+                self._on_status(self.status)
+            except Exception as exc:  # noqa: BLE001
+                self.callback_errors.append(f"on_status: {exc!r}")
+
+    def _cancel_callback(self) -> bool:
+        # Sticky: ansible-runner asks again after it has started killing the playbook.
+        if not self._canceled.is_set():
+            try:
+                if self._user_cancel():
+                    self._canceled.set()
+            except Exception as exc:  # noqa: BLE001 - a broken cancel check cancels nothing
+                self.callback_errors.append(f"cancel: {exc!r}")
+        return self._canceled.is_set()
+
+    # -- control ------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop ansible-playbook (within about a second). Detached campaigns keep running."""
+        self._canceled.set()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """The result once the run has ended (None if ``timeout`` seconds pass first)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return None
+        with self._result_lock:
+            if self._result is None:
+                self.progress.poll()
+                status = self._runner.status
+                if status not in FINAL_STATES:  # the runner's thread died (see callback_errors)
+                    status = "canceled" if self._canceled.is_set() else "error"
+                self._result = self._collector.result(
+                    PlanResult if self.check else RunResult, status=status, rc=self._runner.rc,
+                    ident=self.ident, artifact_dir=self.artifact_dir,
+                    private_data_dir=self.private_data_dir)
+            return self._result
+
+
+def start(inventory: Any = None, benchmark: str | None = None, tags: str | Sequence[str] | None = None,
+          skip_tags: str | Sequence[str] | None = None, limit: str | None = None,
+          extravars: Mapping[str, Any] | None = None,
+          on_event: Callable[[dict[str, Any]], Any] | None = None, cancel: Any = None,
+          private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
+          **options: Any) -> Run:
+    """Start the playbook in the background; returns a :class:`Run` (``wait()``, ``cancel()``,
+    ``progress``). Options: ``on_status``, ``verbosity``, ``envvars``, ``check``, ``diff``."""
+    return Run(inventory=inventory, benchmark=benchmark, tags=tags, skip_tags=skip_tags,
+               limit=limit, extravars=extravars, on_event=on_event, cancel=cancel,
+               private_data_dir=private_data_dir, playbook=playbook, **options)
+
+
+def run(inventory: Any = None, benchmark: str | None = None, tags: str | Sequence[str] | None = None,
+        skip_tags: str | Sequence[str] | None = None, limit: str | None = None,
+        extravars: Mapping[str, Any] | None = None,
+        on_event: Callable[[dict[str, Any]], Any] | None = None, cancel: Any = None,
+        private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
+        **options: Any) -> RunResult:
+    """Run the playbook (default: site.yml, the whole chain) and return its :class:`RunResult`.
+
+    ``inventory``: a path (relative ones are taken relative to the project; default
+    ``inventory/local``) or an inventory dict. ``benchmark`` sets ``mlperf_benchmark``.
+    ``on_event`` gets every ansible-runner event (dict) on the runner's thread. ``cancel``: a
+    callable returning True, or a ``threading.Event``, checked about every second.
+    """
+    result = start(inventory, benchmark, tags, skip_tags, limit, extravars, on_event, cancel,
+                   private_data_dir, playbook, **options).wait()
+    assert result is not None
+    return result
+
+
+def plan(inventory: Any = None, benchmark: str | None = None, tags: str | Sequence[str] | None = None,
+         skip_tags: str | Sequence[str] | None = None, limit: str | None = None,
+         extravars: Mapping[str, Any] | None = None,
+         on_event: Callable[[dict[str, Any]], Any] | None = None, cancel: Any = None,
+         private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
+         **options: Any) -> PlanResult:
+    """A dry run (``--check --diff``): the files that would change with their diffs, the tasks
+    that would change something, and the commands each node's campaign would run. Nothing on
+    the hosts changes (only this run's artifacts are written, under the private data dir)."""
+    options.update(check=True, diff=True)
+    result = run(inventory, benchmark, tags, skip_tags, limit, extravars, on_event, cancel,
+                 private_data_dir, playbook, **options)
+    assert isinstance(result, PlanResult)
+    return result
+
+
+def status(campaign_dir: str | os.PathLike) -> list[CampaignProgress]:
+    """Where a campaign stands, from its state.json and its growing result logs.
+
+    ``campaign_dir`` is a node's campaign directory (its LOGDIR) or a collected campaign on the
+    controller (``results/<benchmark>/<system>/<campaign>``, one subdirectory per node).
+    """
+    path = Path(campaign_dir)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a directory")
+    if (path / "state.json").is_file():
+        return [CampaignWatcher(path).poll()]
+    nodes = sorted(p for p in path.iterdir() if (p / "state.json").is_file())
+    if not nodes:
+        raise ValueError(f"{path} is not a campaign directory: no state.json in it or in its "
+                         "subdirectories")
+    return [CampaignWatcher(p, host=p.name).poll() for p in nodes]
+
+
+def score(directory: str | os.PathLike, **options: Any) -> Any:
+    """Score a set directory as MLCommons does (see :func:`mlperf_repro.scoring.score_directory`)."""
+    from .scoring import score_directory  # pylint: disable=import-outside-toplevel
+
+    return score_directory(directory, **options)
