@@ -112,8 +112,8 @@ def find_resumable(root):
         if not os.path.isfile(os.path.join(path, "campaign.json")):
             continue
         state = summarize(path)
-        if state["status"] not in ("complete", "stopped"):
-            return path
+        if state["status"] != "complete":
+            return path  # running, interrupted, stopped or failed: re-attach and finish it
         return None  # the newest campaign finished: a new one starts
     return None
 
@@ -312,6 +312,13 @@ class Runner:
                                           stderr=subprocess.STDOUT, start_new_session=True)
             rc = self.child.wait()
             self.child = None
+        if self.stopping:
+            # Stopped on purpose mid-run: the run did not finish, so it stays to be done; its
+            # partial log is kept (renamed .interrupted-<n>) when it is started again.
+            record.update(status="pending", rc=None, started=None, finished=None)
+            self.save()
+            self.say("run %d/%d: stopped" % (record["index"] + 1, self.spec["nexp"]))
+            return
         record["rc"] = rc
         record["finished"] = now()
         record["status"] = run_outcome(path, rc)

@@ -1,0 +1,159 @@
+"""The detached campaign runner: NEXP runs, faults, resume, stop, permissions.
+
+The runs print real MLLOG lines: a log written by the smoke benchmark (mlperf_repro/smoke) is
+replayed by a small run_and_time.sh, which can also crash or stall on a chosen run.
+"""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlperf_repro.node import campaign
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "mlperf_repro" / "node" / "campaign.py"
+
+RUN_AND_TIME = r"""#!/bin/bash
+# Replays a real smoke-benchmark log; CRASH_AT / STALL_AT name a run (by SEED order) to break.
+set -eu
+n=$(cat "$STATE_DIR/count" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE_DIR/count"
+echo "NEXP seen by the run: $NEXP" >&2
+if [ "${CRASH_AT:-x}" = "$n" ]; then head -n 5 "$LOG"; exit 3; fi
+if [ "${STALL_AT:-x}" = "$n" ]; then head -n 5 "$LOG"; sleep 60; fi
+cat "$LOG"
+"""
+
+
+@pytest.fixture(scope="module")
+def smoke_log(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "result.txt"
+    env = dict(os.environ, SEED="7", SMOKE_DEVICE="cpu", DGXSYSTEM="CPU_1x1x1")
+    with open(out, "w") as handle:
+        subprocess.run([sys.executable, str(ROOT / "mlperf_repro/smoke/train.py")], env=env,
+                       stdout=handle, check=True)
+    return out
+
+
+def make(tmp_path, smoke_log, nexp=3, extra_config="", **env):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "run_and_time.sh").write_text(RUN_AND_TIME)
+    # AMD's LoRA config resets NEXP when sourced: the runner must not be fooled.
+    (code / "config_CPU_1x1x1.sh").write_text(f'export DGXSYSTEM="CPU_1x1x1"\nexport NEXP=1\n{extra_config}')
+    (tmp_path / "st").mkdir()
+    spec = {"nexp": nexp, "code_dir": str(code), "config_file": str(code / "config_CPU_1x1x1.sh"),
+            "runtime": "none", "campaign_id": "c1", "root_seed": 42}
+    env = dict({"LOG": str(smoke_log), "STATE_DIR": str(tmp_path / "st"), "HF_TOKEN": "hf_secret"}, **env)
+    directory = tmp_path / "logs" / "c1"
+    campaign.prepare(str(directory), spec, env)
+    return directory
+
+
+def run_inline(directory):
+    return subprocess.run([sys.executable, str(RUNNER), "run", str(directory)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_runs_nexp_times_despite_a_config_that_resets_nexp(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, nexp=3)
+    assert run_inline(directory).returncode == 0
+    state = campaign.summarize(str(directory))
+    assert state["status"] == "complete" and state["done"] == 3
+    assert [r["status"] for r in state["runs"]] == ["success"] * 3
+    assert len({r["seed"] for r in state["runs"]}) == 3
+    for k in range(3):
+        text = (directory / f"result_{k}.txt").read_text()
+        assert '"key": "run_stop"' in text and "NEXP seen by the run: 3" in text
+
+
+def test_crashed_run_is_reported_and_the_others_still_run(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, nexp=3, CRASH_AT="1")
+    run_inline(directory)
+    state = campaign.summarize(str(directory))
+    assert [r["status"] for r in state["runs"]] == ["success", "crashed", "success"]
+    assert state["runs"][1]["rc"] == 3
+    assert state["status"] == "complete"
+
+
+def test_killed_runner_resumes_at_the_first_unfinished_run(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, nexp=3, STALL_AT="1")
+    campaign.start_detached(str(directory), str(RUNNER))
+    assert wait_for(lambda: campaign.summarize(str(directory))["runs"][1]["status"] == "running")
+    first = campaign.summarize(str(directory))["runs"][0]
+    pid = campaign.summarize(str(directory))["runner_pid"]
+    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the node "reboots" mid-run
+    assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "interrupted")
+    assert campaign.find_resumable(str(directory.parent)) == str(directory)
+
+    # The stalled run is retried (without the stall) and the finished one is not touched.
+    env = json.loads((directory / "env.json").read_text())
+    env.pop("STALL_AT")
+    campaign.write_json(str(directory / "env.json"), env, mode=0o600)
+    campaign.start_detached(str(directory), str(RUNNER))
+    assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "complete", 60)
+    state = campaign.summarize(str(directory))
+    assert state["runs"][0] == first
+    assert [r["status"] for r in state["runs"]] == ["success"] * 3
+    assert (directory / "result_1.txt.interrupted-1").exists()  # the partial log is kept
+    assert int((tmp_path / "st" / "count").read_text()) == 4  # 3 runs + 1 retried, none re-run
+
+
+def test_stop_leaves_unfinished_runs_pending_and_a_new_start_finishes_them(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, nexp=2, STALL_AT="0")
+    campaign.start_detached(str(directory), str(RUNNER))
+    assert wait_for(lambda: campaign.summarize(str(directory))["runs"][0]["status"] == "running")
+    assert campaign.stop(str(directory))
+    assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "stopped")
+    assert [r["status"] for r in campaign.summarize(str(directory))["runs"]] == ["pending", "pending"]
+    assert campaign.find_resumable(str(directory.parent)) == str(directory)
+    env = json.loads((directory / "env.json").read_text())
+    env.pop("STALL_AT")
+    campaign.write_json(str(directory / "env.json"), env, mode=0o600)
+    campaign.start_detached(str(directory), str(RUNNER))
+    assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "complete", 60)
+    assert [r["status"] for r in campaign.summarize(str(directory))["runs"]] == ["success", "success"]
+    assert (directory / "result_0.txt.interrupted-1").exists()
+
+
+def test_campaign_files_permissions(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log)
+    assert stat.S_IMODE((directory / "env.json").stat().st_mode) == 0o600
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    assert not mode & stat.S_IWOTH and mode & stat.S_IWGRP  # group-writable, never world-writable
+    with pytest.raises(FileExistsError):
+        campaign.prepare(str(directory), {"nexp": 1, "campaign_id": "c1"}, {})  # never overwritten
+
+
+def test_bad_config_fails_the_campaign_with_its_message(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, extra_config="exit 7\n")
+    run_inline(directory)
+    state = campaign.summarize(str(directory))
+    assert state["status"] == "failed" and "config_CPU_1x1x1.sh" in state["error"]
+
+
+def test_run_outcome_reads_run_stop_status(tmp_path, smoke_log):
+    text = smoke_log.read_text()
+    path = tmp_path / "r.txt"
+    path.write_text(text.replace('"status": "success"', '"status": "aborted"'))
+    assert campaign.run_outcome(str(path), 0) == "aborted"
+    path.write_text(text)
+    assert campaign.run_outcome(str(path), 0) == "success"
+    assert campaign.run_outcome(str(path), 1) == "failed"  # converged, then the process failed
+    path.write_text("\n".join(l for l in text.splitlines() if "run_stop" not in l))
+    assert campaign.run_outcome(str(path), 0) == "crashed"
