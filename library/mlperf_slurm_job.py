@@ -1,0 +1,295 @@
+#!/usr/bin/python
+"""Ansible module: submit, re-attach to, poll or cancel a campaign's Slurm job."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mlperf_slurm_job
+short_description: Run a campaign of NEXP runs as one Slurm job, re-attachable
+description:
+  - C(state=submitted) makes sure the campaign's job has been submitted, once. When
+    O(root)/O(campaign_id) is already a Slurm campaign it re-attaches to it; otherwise, with
+    O(resume), it re-attaches to the newest campaign under O(root) whose end has not been seen
+    yet. Only when there is none does it create a fresh campaign directory O(root)/O(campaign_id)
+    (mode O(mode), group O(group)), write O(script) there as C(job.sh) and run
+    C(sbatch job.sh) in it. The job id goes into the campaign's C(state.json) before anything
+    else happens; a campaign whose C(sbatch) ran but whose id was not recorded is adopted
+    through the job's C(--comment), never submitted twice.
+  - C(state=status) polls the job (C(scontrol show job), then C(sacct), then
+    C(sacct --completion)) and records its state. Once the job has ended (whatever its end:
+    COMPLETED, FAILED, TIMEOUT, CANCELLED, NODE_FAIL, ...) its one output file is cut into
+    C(result_<k>.txt), one per run (see mlperf_repro/node/slurm_job.py for the boundary rule);
+    a job that did not complete is reported with the tail of its own output.
+  - C(state=cancelled) cancels the job (C(scancel)) if it has not ended.
+  - In check mode nothing is created, submitted, written or cancelled; the job is still polled
+    (read only) so the report is true.
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [submitted, status, cancelled]
+    default: submitted
+  root:
+    description: Directory holding this benchmark/system's campaigns (one subdirectory each).
+    type: path
+  campaign_id:
+    description: Name of the campaign directory to create (or re-attach to, when it exists).
+    type: str
+  campaign_dir:
+    description: An existing campaign directory (for O(state=status) and O(state=cancelled)).
+    type: path
+  resume:
+    description: Re-attach to the newest campaign under O(root) whose job has not been seen to
+      end, instead of submitting a new one.
+    type: bool
+    default: true
+  script:
+    description:
+      - The job script, written as C(job.sh) into a new campaign directory and given to sbatch.
+        It must set LOGDIR to the campaign directory O(root)/O(campaign_id) and its
+        C(#SBATCH --output) to O(output) in that directory.
+    type: str
+  nexp:
+    description: Number of runs the job makes (NEXP).
+    type: int
+  root_seed:
+    description: The ROOT_SEED written in O(script), recorded in the campaign.
+    type: int
+  output:
+    description: File name pattern of the job's output in the campaign directory (C(%j) is the
+      job id), as in the script's C(#SBATCH --output).
+    type: str
+    default: slurm-%j.out
+  benchmark:
+    description: Benchmark name, recorded in campaign.json.
+    type: str
+  system:
+    description: System (config) name, recorded in campaign.json.
+    type: str
+  job_name:
+    description: Slurm job name, recorded in campaign.json.
+    type: str
+  mode:
+    description: Mode of a new campaign directory (group-shared; never world-writable).
+    type: raw
+    default: "2770"
+  group:
+    description: Group of a new campaign directory (default the user's primary group).
+    type: str
+  tail_lines:
+    description: Lines of the job's output returned for a job that did not complete.
+    type: int
+    default: 40
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: A new campaign shows its job.sh.
+author: mlperf-repro
+"""
+
+EXAMPLES = r"""
+- name: Submit the campaign's job, or re-attach to it
+  mlperf_slurm_job:
+    root: /data/mlperf_flux1/results/flux1/MI325X_08x08x32
+    campaign_id: 20261128T120000Z
+    script: "{{ lookup('ansible.builtin.template', 'job.sh.j2') }}"
+    nexp: 10
+    root_seed: 123456789
+    output: flux1_%j.out
+  register: job
+
+- name: Wait for it to end
+  mlperf_slurm_job:
+    state: status
+    campaign_dir: "{{ job.campaign_dir }}"
+  register: status
+  until: status.status not in ['submitting', 'pending', 'running']
+  retries: 8640
+  delay: 30
+"""
+
+RETURN = r"""
+campaign_dir:
+  description: The campaign directory (the job's LOGDIR).
+  returned: always
+  type: str
+action:
+  description: submitted, attached, adopted, status, cancelled or none.
+  returned: always
+  type: str
+status:
+  description: submitting, pending, running, complete, failed, timeout, cancelled, node_fail,
+    out_of_memory, preempted, boot_fail, deadline, unknown or submit_failed.
+  returned: always
+  type: str
+job_id:
+  description: The Slurm job id (null before submission, and in check mode for a new campaign).
+  returned: always
+  type: str
+job_state:
+  description: Slurm's job state (COMPLETED, FAILED, TIMEOUT, ...).
+  returned: always
+  type: str
+exit_code:
+  description: Slurm's exit code of the job, C(<status>:<signal>).
+  returned: always
+  type: str
+runs:
+  description: One record per run cut out of the output (index, log, status, seed, lines).
+  returned: always
+  type: list
+  elements: dict
+found:
+  description: Number of run files cut out of the output.
+  returned: always
+  type: int
+missing:
+  description: NEXP minus the runs found, once the output has been cut (else null).
+  returned: always
+  type: int
+output_path:
+  description: The job's output file.
+  returned: always
+  type: str
+output_tail:
+  description: The last lines of the job's output, for a job that did not complete.
+  returned: when the job ended without completing
+  type: str
+"""
+
+import grp
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
+                                                ensure_submitted, is_slurm_campaign, public,
+                                                refresh, tail)
+except ImportError:  # running from a source checkout (tests)
+    from mlperf_repro.node.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
+                                             ensure_submitted, is_slurm_campaign, public,
+                                             refresh, tail)
+
+
+def parse_mode(module, value):
+    try:
+        mode = int(str(value), 8) if not isinstance(value, int) else value
+    except ValueError:
+        module.fail_json(msg="mode: expected an octal mode like 2770, got %r" % (value,))
+    if mode & 0o002:
+        module.fail_json(msg="mode %o would make the campaign directory world-writable: "
+                             "use group permissions (e.g. 2770)" % mode)
+    return mode
+
+
+def parse_group(module, name):
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if str(name).isdigit():
+            return int(name)
+        module.fail_json(msg="group %r does not exist on %s" % (name, os.uname()[1]))
+
+
+def report(module, state, campaign_dir, action, changed, diff=None):
+    result = public(state, campaign_dir)
+    status = result["status"]
+    if status not in OPEN_STATUSES and status != "complete" and result.get("output_path"):
+        result["output_tail"] = tail(result["output_path"], module.params["tail_lines"])
+    if diff is not None:
+        result["diff"] = diff
+    module.exit_json(changed=changed, action=action, **result)
+
+
+def submitted(module, slurm):
+    params = module.params
+    for key in ("root", "campaign_id", "script", "nexp"):
+        if params[key] in (None, ""):
+            module.fail_json(msg="%s is required with state=submitted" % key)
+    if params["nexp"] < 1:
+        module.fail_json(msg="nexp: expected a positive integer, got %r" % params["nexp"])
+    root = params["root"]
+    campaign_dir = os.path.join(root, params["campaign_id"])
+    if campaign_dir not in params["script"]:
+        module.fail_json(msg="script does not mention the campaign directory %s: its LOGDIR and "
+                             "#SBATCH --output must point there" % campaign_dir)
+    spec = {
+        "benchmark": params["benchmark"],
+        "system": params["system"],
+        "nexp": params["nexp"],
+        "root_seed": params["root_seed"],
+        "output": params["output"],
+        "job_name": params["job_name"],
+    }
+    output = params["output"]
+    if "/" in output or output.endswith(".log") or output.startswith("result_"):
+        module.fail_json(msg="output %r: expected a plain file name that is neither result_* nor "
+                             "*.log (the scorer reads those as run logs)" % output)
+    mode = parse_mode(module, params["mode"])
+    group = parse_group(module, params["group"])
+    try:
+        action, directory, state = ensure_submitted(
+            root, params["campaign_id"], spec, params["script"], slurm, resume=params["resume"],
+            check=module.check_mode, mode=mode, group=group)
+    except (SlurmError, ValueError, OSError) as exc:
+        module.fail_json(msg=str(exc), campaign_dir=campaign_dir)
+    if action == "submitted":
+        diff = {"before": "", "after": params["script"],
+                "after_header": os.path.join(directory, "job.sh")}
+        if module.check_mode:
+            state["status"] = "pending"
+        report(module, state, directory, action, True, diff if module._diff else None)
+    if state.get("job_id"):
+        state, _ = refresh(directory, slurm, write=False)
+    report(module, state, directory, action, action == "adopted" and not module.check_mode)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["submitted", "status", "cancelled"],
+                      "default": "submitted"},
+            "root": {"type": "path"},
+            "campaign_id": {"type": "str"},
+            "campaign_dir": {"type": "path"},
+            "resume": {"type": "bool", "default": True},
+            "script": {"type": "str"},
+            "nexp": {"type": "int"},
+            "root_seed": {"type": "int"},
+            "output": {"type": "str", "default": "slurm-%j.out"},
+            "benchmark": {"type": "str"},
+            "system": {"type": "str"},
+            "job_name": {"type": "str"},
+            "mode": {"type": "raw", "default": "2770"},
+            "group": {"type": "str"},
+            "tail_lines": {"type": "int", "default": 40},
+        },
+        required_if=[("state", "status", ["campaign_dir"]), ("state", "cancelled", ["campaign_dir"])],
+        supports_check_mode=True,
+    )
+    slurm = Slurm()
+    if module.params["state"] == "submitted":
+        submitted(module, slurm)
+    directory = module.params["campaign_dir"]
+    if not is_slurm_campaign(directory):
+        module.fail_json(msg="%s is not a Slurm campaign directory (no campaign.json with "
+                             "launch slurm)" % directory)
+    try:
+        if module.params["state"] == "cancelled":
+            done = cancel(directory, slurm, check=module.check_mode)
+            state, _ = refresh(directory, slurm, write=not module.check_mode)
+            report(module, state, directory, "cancelled" if done else "none", done)
+        state, changed = refresh(directory, slurm, write=not module.check_mode)
+    except SlurmError as exc:
+        module.fail_json(msg=str(exc), campaign_dir=directory)
+    report(module, state, directory, "status", changed)
+
+
+if __name__ == "__main__":
+    main()
