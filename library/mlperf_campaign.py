@@ -8,8 +8,9 @@ DOCUMENTATION = r"""
 module: mlperf_campaign
 short_description: Run NEXP benchmark runs on a node, detached and resumable
 description:
-  - C(state=started) re-attaches to the newest unfinished campaign under O(root) (resuming its
-    runner at the first run that has not finished when the runner is gone), or creates a fresh
+  - C(state=started) re-attaches to the newest campaign under O(root) that is unfinished
+    (resuming its runner at the first run that has not finished when the runner is gone) or
+    finished but not yet collected (the collect stage marks it), or creates a fresh
     campaign directory O(root)/O(campaign_id) and starts a detached runner in it.
   - C(state=status) reports a campaign's state; C(state=stopped) stops its runner.
   - Campaign directories are never overwritten or deleted; finished runs are never re-run.
@@ -140,7 +141,7 @@ def started(module):
     existing = find_resumable(params["root"]) if params["resume"] else None
     if existing:
         state = summarize(existing)
-        if state["runner_alive"]:
+        if state["runner_alive"] or state["status"] == "complete":
             module.exit_json(changed=False, action="attached", **public(state))
         if module.check_mode:
             spec = read_json(os.path.join(existing, "campaign.json"), {})

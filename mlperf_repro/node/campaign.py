@@ -101,8 +101,15 @@ def summarize(campaign_dir):
     return state
 
 
+COLLECTED_MARK = ".collected"
+
+
 def find_resumable(root):
-    """The newest campaign under ``root`` that has not finished, or None."""
+    """The newest campaign under ``root`` still to be finished or collected, or None.
+
+    A campaign that completed while nobody watched (the controller lost the node, the playbook
+    was stopped) is attached to, not replaced, until the collect stage has marked it collected.
+    """
     try:
         names = sorted(os.listdir(root), reverse=True)
     except OSError:
@@ -114,7 +121,9 @@ def find_resumable(root):
         state = summarize(path)
         if state["status"] != "complete":
             return path  # running, interrupted, stopped or failed: re-attach and finish it
-        return None  # the newest campaign finished: a new one starts
+        if not os.path.exists(os.path.join(path, COLLECTED_MARK)):
+            return path  # finished but never collected: attach to it
+        return None  # the newest campaign finished and was collected: a new one starts
     return None
 
 

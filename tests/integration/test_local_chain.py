@@ -92,6 +92,7 @@ def test_second_run_changes_nothing_but_the_new_runs_results(first_run, sandbox)
         "campaign : Start the campaign, or re-attach to an unfinished one",
         "collect : Bring the files back",
         "collect : Bring the rendered config back",
+        "collect : Mark the campaign collected (the next run stage starts a new campaign)",
         "score : Score each set",
         "report : Write the report",
     }
