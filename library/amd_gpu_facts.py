@@ -39,6 +39,13 @@ options:
       - Oldest acceptable ROCm version, for example C(7.2.2). Quote it in YAML (C(7.10) as a
         number is C(7.1)). A malformed value fails the task.
     type: str
+  rocm_pending:
+    description:
+      - ROCm is about to be installed on this host (the same run provisions it), so GPUs seen only
+        on the PCI bus are expected and not listed in C(problems). Count and model are still
+        checked against what C(lspci) sees.
+    type: bool
+    default: false
   driver_matrix:
     description:
       - Supported ROCm / amdgpu pairs. Keys are ROCm versions or prefixes (C("7.2") covers 7.2.0 and
@@ -222,6 +229,7 @@ def main():
             expected_model=dict(type="str"),
             min_rocm_version=dict(type="str"),
             driver_matrix=dict(type="dict"),
+            rocm_pending=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -237,7 +245,8 @@ def main():
     problems = evaluate(record, expected_count=params["expected_count"],
                         expected_model=params["expected_model"],
                         min_rocm_version=params["min_rocm_version"],
-                        driver_matrix=params["driver_matrix"])
+                        driver_matrix=params["driver_matrix"],
+                        rocm_pending=params["rocm_pending"])
     module.exit_json(changed=False, ansible_facts={"amd_gpu": record}, problems=problems)
 
 

@@ -17,7 +17,7 @@ TUNABLE_MODES = ("apply", "check", "reset", "off")
 PATH_VARS = ("mlperf_datadir", "mlperf_logdir", "mlperf_workdir")
 BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision")
 KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
-              "render", "run", "collect", "score", "report")
+              "render", "run", "collect", "score", "report", "deep_verify")
 VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_container_runtime",

@@ -32,6 +32,10 @@ OPEN_STATES = ("pending", "running")
 RUN_STOP_MARK = '"key": "run_stop"'
 
 
+class ContainerError(RuntimeError):
+    """The long-lived container could not be started."""
+
+
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -265,7 +269,16 @@ class Runner:
             key, sep, value = item.decode("utf-8", "replace").partition("=")
             if sep:
                 sourced[key] = value
-        names = sorted(k for k in sourced if sourced.get(k) != os.environ.get(k)
+        # As AMD's run_with_docker.sh (`env -i bash -c ". cfg && compgen -e"`): every name the
+        # config exports goes into the container, even when this process's own environment has
+        # the same value; and the campaign's own variables (env.json).
+        exported = subprocess.run(
+            ["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; compgen -e', "config",
+             self.spec["config_file"]],
+            env={}, capture_output=True, check=False, cwd=self.spec["code_dir"]).stdout.split()
+        wanted = {k.decode("utf-8", "replace") for k in exported} | set(self.env_extra)
+        names = sorted(k for k in sourced
+                       if (k in wanted or sourced.get(k) != os.environ.get(k))
                        and k not in ("PWD", "SHLVL", "_", "OLDPWD"))
         return sourced, names
 
@@ -281,7 +294,11 @@ class Runner:
         subprocess.run(self.container_cmd() + ["rm", "-f", name], capture_output=True, check=False)
         argv = container_run_argv(self.spec)
         self.say("starting container: %s" % " ".join(shlex.quote(a) for a in argv))
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0:  # the runtime's own reason goes into state.json's error
+            reason = proc.stderr.decode("utf-8", "replace").strip()
+            self.say(reason)
+            raise ContainerError("%s run exited %d: %s" % (argv[0], proc.returncode, reason[-2000:]))
 
     def remove_container(self):
         subprocess.run(self.container_cmd() + ["rm", "-f", self.spec["container_name"]],
@@ -370,7 +387,7 @@ class Runner:
                 self.run_one(record, env, names)
                 if record["status"] != "success" and self.spec.get("stop_on_failure"):
                     break
-        except (OSError, subprocess.CalledProcessError) as exc:
+        except (OSError, subprocess.CalledProcessError, ContainerError) as exc:
             self.state.update(status="failed", finished=now(), error=str(exc))
             self.save()
             return 1

@@ -957,8 +957,10 @@ def _canonical_model(name):
 
 
 def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=None,
-             driver_matrix=None):
+             driver_matrix=None, rocm_pending=False):
     """Human-readable problems with ``record`` against the expectations (empty list: none).
+
+    ``rocm_pending``: ROCm is about to be installed, so GPUs seen only on the PCI bus are expected.
 
     ``min_rocm_version`` and ``driver_matrix`` are validated first: a malformed one raises
     ``ValueError`` (a caller mistake, not a host problem).
@@ -982,7 +984,7 @@ def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=
     if pci is not None and source not in (None, "lspci") and pci > count:
         problems.append("lspci shows %d AMD Instinct devices but %s reports only %d GPUs"
                         % (pci, source, count))
-    if source == "lspci":
+    if source == "lspci" and not rocm_pending:
         problems.append("GPUs are visible only on the PCI bus: neither amd-smi nor rocm-smi reported "
                         "them (ROCm not installed or amdgpu not loaded)")
     if expected_model:

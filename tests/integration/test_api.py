@@ -172,7 +172,9 @@ def test_cli_run_failure_is_readable(tmp_path):
 def test_plan_on_a_fresh_sandbox_shows_diffs_and_commands_and_creates_nothing(tmp_path):
     plan = api.plan(extravars=sandbox_vars(tmp_path), private_data_dir=tmp_path / "runner")
     assert plan.ok, plan.failed_tasks
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runner"]  # nothing but the artifacts
+    # Nothing but the artifacts and the preflight report (a dry run's report too; no node changes).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "runner"]
+    assert [p.name for p in (tmp_path / "results").rglob("*")] == ["preflight.json"]
     config = [d for d in plan.diffs if (d.path or "").endswith("config_CPU_1x1x1.sh")]
     assert config and 'export DGXSYSTEM="CPU_1x1x1"' in config[0].diff
     commands = plan.commands["local"]

@@ -74,7 +74,8 @@ def test_documentation_matches_argument_spec(mod):
     assert doc["module"] == "amd_gpu_facts"
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert {k: v["type"] for k, v in doc["options"].items()} == {
-        "expected_count": "int", "expected_model": "str", "min_rocm_version": "str", "driver_matrix": "dict"}
+        "expected_count": "int", "expected_model": "str", "min_rocm_version": "str", "driver_matrix": "dict",
+        "rocm_pending": "bool"}
     documented = set(ret["ansible_facts"]["contains"]["amd_gpu"]["contains"])
     assert documented == set(gf._empty_record())
     assert "problems" in ret
