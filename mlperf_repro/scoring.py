@@ -27,24 +27,27 @@ once (separate processes, as Ansible forks, are fine).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from mlperf_logging.benchmark_meta import get_allowed_benchmarks, get_result_file_counts
 from mlperf_logging.compliance_checker import mlp_compliance, mlp_parser
-from mlperf_logging.rcp_checker import rcp_checker
 
 from .mllog import ParseProblem, RunLog, summarize_run
 
@@ -72,19 +75,35 @@ class _PackageRe:
         return re.sub(pattern, repl, string, *args, **kwargs)
 
 
-def _speed_up_package_parsing() -> None:
-    import importlib
-    import pkgutil
-
-    modules = [rcp_checker]
-    for info in pkgutil.iter_modules(mlp_parser.__path__):
-        modules.append(importlib.import_module(f"{mlp_parser.__name__}.{info.name}"))
+def _speed_up_package_parsing(modules: Iterable[Any]) -> None:
     for module in modules:
         if getattr(module, "re", None) is re:
             module.re = _PackageRe()
 
 
-_speed_up_package_parsing()
+def _parser_modules() -> list[Any]:
+    import importlib
+    import pkgutil
+
+    return [importlib.import_module(f"{mlp_parser.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(mlp_parser.__path__)]
+
+
+_speed_up_package_parsing(_parser_modules())
+
+
+@functools.lru_cache(maxsize=None)
+def _rcp_checker() -> Any:
+    """mlperf-logging's RCP checker, imported on first use.
+
+    It imports scipy.stats (most of the start-up time of ``mlperf-repro score``), so a set whose
+    RCP check runs in a forked process (see :func:`_start_rcp`) never pays for it here.
+    """
+    from mlperf_logging.rcp_checker import rcp_checker
+
+    _speed_up_package_parsing([rcp_checker])
+    return rcp_checker
+
 
 USAGE = "training"
 DEFAULT_RULESET = "6.0.0"
@@ -440,7 +459,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _rcp_files_present(benchmark: str, ruleset: str) -> bool:
-    rcp_dir = Path(rcp_checker.__file__).parent / f"{USAGE}_{ruleset}"
+    rcp_dir = Path(mlp_compliance.__file__).parents[1] / "rcp_checker" / f"{USAGE}_{ruleset}"
     return (rcp_dir / f"rcps_{benchmark}.json").is_file()
 
 
@@ -466,7 +485,7 @@ def check_rcp(files: Sequence[str | os.PathLike], benchmark: str, ruleset: str =
         try:
             with _captured_package_logging() as records, warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # np.mean of an empty slice
-                passed, message, norm = rcp_checker.check_directory(
+                passed, message, norm = _rcp_checker().check_directory(
                     tmp, USAGE, ruleset, False, False, rcp_file=None,
                     rcp_pass="pruned_rcps", rcp_bypass=False, set_scaling=True)
         except Exception as exc:  # e.g. a truncated JSON line the RCP reader json.loads
@@ -637,6 +656,39 @@ def _rcp_for_set(files: Sequence[Path], benchmark: str | None, mlcommons: bool, 
     return check_rcp(files, benchmark, ruleset)
 
 
+def _start_rcp(files: Sequence[Path], benchmark: str | None, mlcommons: bool, division: str | None,
+               ruleset: str) -> Callable[[], RcpResult]:
+    """The set's RCP result, as a callable: computed meanwhile in a forked process where it can be.
+
+    The RCP check (scipy's import included) then overlaps the compliance checks of the runs on a
+    second core. Only a single-threaded process forks safely, and only where fork exists; every
+    other case, and a child that fails to start or dies, computes the same result in-process.
+    """
+    def here() -> RcpResult:
+        return _rcp_for_set(files, benchmark, mlcommons, division, ruleset)
+
+    needs_check = benchmark is not None and mlcommons and division != "open"
+    if (not needs_check or threading.active_count() > 1 or (os.cpu_count() or 1) < 2
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return here
+    try:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        future = executor.submit(_rcp_for_set, list(files), benchmark, mlcommons, division, ruleset)
+    except (OSError, RuntimeError):
+        return here
+
+    def result() -> RcpResult:
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            return here()
+        finally:
+            executor.shutdown(wait=True)
+
+    return result
+
+
 def _score(olympic: float | None, mean: float | None, factor: float, partial: bool,
            reasons: _Reasons) -> float | None:
     if olympic is not None:
@@ -715,6 +767,7 @@ def score_directory(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, ben
     division = _detect_division(logs, reasons)
     mlcommons = is_mlcommons_benchmark(bench, ruleset)
     max_dropped = max_dropped_runs(bench)
+    rcp_result = _start_rcp(files, bench, mlcommons, division, ruleset)
     runs = [score_run_log(log, ruleset, not mlcommons, quality_target, bench) for log in logs]
     for run in runs:
         run.dropped_reason = _drop_reason(run, mlcommons)
@@ -724,7 +777,7 @@ def score_directory(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, ben
     _check_count(len(files), expected, allow_partial, directory, reasons)
     _dropped_reasons(runs, max_dropped, reasons)
     olympic, mean = _time_means(runs, max_dropped, partial, reasons)
-    rcp = _rcp_for_set(files, bench, mlcommons, division, ruleset)
+    rcp = rcp_result()
     _set_notes(files, bench, mlcommons, ruleset, rcp, reasons)
     score = _score(olympic, mean, rcp.factor, partial, reasons)
 

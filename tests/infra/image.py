@@ -272,8 +272,8 @@ def write_test_catalog(path: Path, system: str = SYSTEM) -> Path:
 
     The packaged catalog is read, never changed. ``PYTHON=python3`` is part of the platform's
     config: the campaign's own PYTHON is the node's interpreter path (for the runner and the
-    runtime-none smoke job), which does not exist inside the image. ``SMOKE_LR=0.01`` makes a run
-    converge to the same target in about half the samples (tests stay short).
+    runtime-none smoke job), which does not exist inside the image. The smoke benchmark's own
+    learning rate is kept: at SMOKE_LR=0.01 about one seed in 40 plateaus and aborts (a flaky test).
     """
     import yaml
     data = yaml.safe_load((ROOT / "mlperf_repro" / "catalog.yml").read_text())
@@ -285,7 +285,7 @@ def write_test_catalog(path: Path, system: str = SYSTEM) -> Path:
         "launch": "docker",
         "provenance": "tests/infra/image.py: the smoke benchmark in a container, AMD's single-node docker flow",
         "env": {"DGXSYSTEM": system, "MLLOG_SUBMISSION_PLATFORM": "CPU", "SMOKE_DEVICE": "cpu",
-                "PYTHON": "python3", "SMOKE_LR": "0.01"},
+                "PYTHON": "python3"},
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -131,6 +131,23 @@ def test_published_sets_score_as_mlcommons(directory, score, olympic, factor):
         assert result.rcp.factor == json.loads(shipped.read_text())["scaling_factor"]
 
 
+def test_rcp_check_in_a_forked_process_equals_the_in_process_one():
+    # score_directory runs the RCP check in a forked child while it checks compliance, except in
+    # a multi-threaded process (an API caller's), where it runs in-process: same result, same dict.
+    import threading
+
+    forked = score_directory(NV_LORA).to_dict()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        here = score_directory(NV_LORA).to_dict()
+    finally:
+        stop.set()
+        other.join()
+    assert forked == here and forked["rcp"]["status"] == "Pass" and forked["rcp"]["factor"] != 1.0
+
+
 def test_to_dict_shape_and_json():
     data = score_directory(NV_LORA).to_dict()
     json.dumps(data)
