@@ -8,11 +8,14 @@ short_description: mlperf-repro filters
 description:
   - mlperf_resolve - a benchmark on a platform from the catalog, as data.
   - mlperf_site_problems - every problem with an inventory's site values.
+  - mlperf_validate_hosts - every host's site problems, or every host's resolved benchmark.
   - mlperf_preflight_table - one table of every node's preflight problems.
   - mlperf_shared_mount_problems - nodes whose path is not on the same shared filesystem.
+  - mlperf_preflight_rows - the preflight table's rows from every node's probe result.
   - mlperf_score_line - one console line saying a set's score.
   - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
   - mlperf_olympic_mean - MLCommons' olympic mean.
+  - mlperf_stage_hosts - a stage play's host pattern, or none when --tags leaves the stage out.
 """
 
 import os
@@ -52,6 +55,37 @@ def mlperf_site_problems(site, groups=None, catalog_path=None):
     return _site.site_problems(dict(site), dict(groups or {}), cat)
 
 
+def _host_values(hostvars, host, defaults):
+    """A host's values of ``defaults``' names through ``hostvars`` (templated), unset ones defaulted."""
+    try:
+        found = hostvars[host]
+    except KeyError:
+        return dict(defaults)
+    values = {}
+    for name, default in defaults.items():
+        try:
+            value = found.get(name, default)
+        except Exception:  # noqa: BLE001 - an undefined variable inside a value: say it unset
+            value = default
+        values[name] = default if value is None else value
+    return values
+
+
+def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags=None,
+                          catalog_path=None):
+    """``{problems, specs}`` for every host: ``ansible_play_hosts_all | mlperf_validate_hosts(hostvars, groups, ...)``."""
+    try:
+        cat = _load(catalog_path)
+    except _catalog.CatalogError as exc:
+        return {"problems": [f"catalog: {exc}"], "specs": {}}
+    sites = {}
+    for host in hosts:
+        site = _host_values(hostvars, host, _site.SITE_VARS)
+        site.update(ansible_run_tags=list(run_tags or []), ansible_skip_tags=list(skip_tags or []))
+        sites[host] = site
+    return _site.validate_hosts(sites, dict(groups or {}), cat)
+
+
 def mlperf_preflight_table(rows):
     """``rows``: list of {host, problems}. Returns the text of one aligned table."""
     lines = []
@@ -79,6 +113,18 @@ def mlperf_shared_mount_problems(rows, label="DATADIR"):
     return shared_mount_problems(rows, label)
 
 
+def mlperf_preflight_rows(hosts, hostvars, name, shared=False):
+    """``ansible_play_hosts_all | mlperf_preflight_rows(hostvars, '__preflight_probe', true)``."""
+    from mlperf_repro.preflight_report import node_rows
+    probes = {}
+    for host in hosts:
+        try:
+            probes[host] = hostvars[host].get(name)
+        except (KeyError, TypeError):
+            probes[host] = None
+    return node_rows(probes, bool(shared))
+
+
 def mlperf_time_to_train(run_start_ms, run_stop_ms):
     from mlperf_repro.scoring import time_to_train_minutes
     return time_to_train_minutes(run_start_ms, run_stop_ms)
@@ -92,14 +138,22 @@ def mlperf_olympic_mean(values, n_noncompliant=0, max_dropped=1):
         raise AnsibleFilterError(f"mlperf_olympic_mean: {exc}") from None
 
 
+def mlperf_stage_hosts(pattern, stage_tags, run_tags=None):
+    """``hosts: "{{ 'mlperf_nodes' | mlperf_stage_hosts(['data'], ansible_run_tags) }}"``."""
+    return _site.stage_hosts(str(pattern), list(stage_tags), list(run_tags or []))
+
+
 class FilterModule:
     def filters(self):
         return {
             "mlperf_resolve": mlperf_resolve,
             "mlperf_site_problems": mlperf_site_problems,
+            "mlperf_validate_hosts": mlperf_validate_hosts,
             "mlperf_preflight_table": mlperf_preflight_table,
             "mlperf_score_line": mlperf_score_line,
             "mlperf_shared_mount_problems": mlperf_shared_mount_problems,
+            "mlperf_preflight_rows": mlperf_preflight_rows,
             "mlperf_time_to_train": mlperf_time_to_train,
             "mlperf_olympic_mean": mlperf_olympic_mean,
+            "mlperf_stage_hosts": mlperf_stage_hosts,
         }

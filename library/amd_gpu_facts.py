@@ -196,30 +196,11 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.gpu_facts import (MISSING_RC, collect, evaluate, parse_version,
+    from ansible.module_utils.gpu_facts import (collect, evaluate, module_runner, parse_version,
                                                 validate_driver_matrix)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import (MISSING_RC, collect, evaluate, parse_version,
+    from mlperf_repro.node.gpu_facts import (collect, evaluate, module_runner, parse_version,
                                              validate_driver_matrix)
-
-# Where ROCm installs its tools, besides PATH (+ the sbin dirs get_bin_path always adds).
-TOOL_DIRS = ["/opt/rocm/bin"]
-
-
-def _make_runner(module):
-    """The ``run(argv) -> (rc, stdout, stderr)`` callable gpu_facts.collect drives."""
-
-    def run(argv):
-        exe = module.get_bin_path(argv[0], opt_dirs=TOOL_DIRS)
-        if exe is None:
-            return MISSING_RC, "", "%s: command not found" % argv[0]
-        try:
-            return module.run_command([exe] + list(argv[1:]), check_rc=False, handle_exceptions=False,
-                                      errors="surrogate_or_replace")
-        except OSError as exc:
-            return MISSING_RC, "", "%s: %s" % (argv[0], exc)
-
-    return run
 
 
 def main():
@@ -241,7 +222,7 @@ def main():
             validate_driver_matrix(params["driver_matrix"])
     except ValueError as exc:
         module.fail_json(msg="invalid option: %s" % exc)
-    record = collect(_make_runner(module))
+    record = collect(module_runner(module))
     problems = evaluate(record, expected_count=params["expected_count"],
                         expected_model=params["expected_model"],
                         min_rocm_version=params["min_rocm_version"],

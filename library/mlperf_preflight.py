@@ -37,6 +37,30 @@ options:
     description: Do not report other running containers as a problem.
     type: bool
     default: false
+  gpus:
+    description:
+      - Also read the GPUs, ROCm and the driver (amd-smi, falling back to rocm-smi, then lspci)
+        and check them; omit on CPU-only platforms.
+    type: dict
+    suboptions:
+      expected_count:
+        description: GPUs the node must have.
+        type: int
+      expected_model:
+        description: GPU model the node must have (MI325X, MI350X, MI355X).
+        type: str
+      min_rocm_version:
+        description: Lowest ROCm version accepted.
+        type: str
+      rocm_pending:
+        description: ROCm is installed later in this run, so a missing or old one is not a problem.
+        type: bool
+        default: false
+  deferred:
+    description: Checks this run leaves to a later stage (e.g. C(rocm), C(docker)); returned as given, for the report.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -53,6 +77,7 @@ EXAMPLES = r"""
     commands: [cpupower]
     container_runtime: docker
     need_sudo: true
+    gpus: {expected_count: 8, expected_model: MI355X, min_rocm_version: 7.2.2}
   register: probe
 """
 
@@ -66,13 +91,28 @@ problems:
   returned: always
   type: list
   elements: str
+gpus:
+  description: What M(amd_gpu_facts) returns as C(amd_gpu) (count, model, gfx target, VRAM, XGMI, ROCm, driver); null without O(gpus).
+  returned: always
+  type: dict
+ansible_facts:
+  description: C(amd_gpu), the same as RV(gpus), when O(gpus) is given.
+  returned: when O(gpus) is given
+  type: dict
+deferred:
+  description: O(deferred), as given.
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
+    from ansible.module_utils.gpu_facts import collect, evaluate, module_runner, parse_version
     from ansible.module_utils.preflight import probe
 except ImportError:  # running from a source checkout (tests)
+    from mlperf_repro.node.gpu_facts import collect, evaluate, module_runner, parse_version
     from mlperf_repro.node.preflight import probe
 
 
@@ -85,6 +125,13 @@ def main():
                                   "default": "none"},
             "need_sudo": {"type": "bool", "default": False},
             "allow_running_containers": {"type": "bool", "default": False},
+            "gpus": {"type": "dict", "options": {
+                "expected_count": {"type": "int"},
+                "expected_model": {"type": "str"},
+                "min_rocm_version": {"type": "str"},
+                "rocm_pending": {"type": "bool", "default": False},
+            }},
+            "deferred": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -98,7 +145,22 @@ def main():
     facts, problems = probe(
         module.params["paths"], module.params["commands"], module.params["container_runtime"],
         module.params["need_sudo"], module.params["allow_running_containers"], run=run)
-    module.exit_json(changed=False, node=facts, problems=problems)
+    gpus = module.params["gpus"]
+    if gpus is None:
+        module.exit_json(changed=False, node=facts, problems=problems, gpus=None,
+                         deferred=module.params["deferred"])
+    if gpus["min_rocm_version"] is not None:
+        try:
+            parse_version(gpus["min_rocm_version"])
+        except ValueError as exc:
+            module.fail_json(msg="gpus.min_rocm_version: %s" % exc)
+    record = collect(module_runner(module))
+    problems = problems + evaluate(record, expected_count=gpus["expected_count"],
+                                   expected_model=gpus["expected_model"],
+                                   min_rocm_version=gpus["min_rocm_version"],
+                                   rocm_pending=gpus["rocm_pending"])
+    module.exit_json(changed=False, node=facts, problems=problems, gpus=record,
+                     ansible_facts={"amd_gpu": record}, deferred=module.params["deferred"])
 
 
 if __name__ == "__main__":

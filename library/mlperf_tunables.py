@@ -12,8 +12,11 @@ description:
     (idle state 2) disabled, NMI watchdog, NUMA balancing and ASLR off, transparent huge pages
     C(always) (enabled and defrag), amdgpu loaded - as states rather than a script.
   - C(apply) records what was there before the first apply, then sets them; C(reset) restores
-    that record; C(check) only reports drift. In check mode C(apply) and C(reset) report what
-    would change.
+    that record; C(check) only reports drift (as a warning, or a failure with O(fail_on_drift)).
+    In check mode C(apply) and C(reset) report what would change.
+  - With O(persistent), C(apply) also writes the three kernel settings to a sysctl.d file so
+    that they survive a reboot (THP and the CPU governor stay runtime-only); C(reset) removes
+    that file.
 options:
   mode:
     description: What to do.
@@ -36,6 +39,22 @@ options:
     description: Prefix for /proc and /sys paths (tests only).
     type: path
     default: /
+  persistent:
+    description: With C(apply), keep the kernel settings across reboots in O(sysctl_file).
+    type: bool
+    default: false
+  sysctl_file:
+    description: The sysctl.d file O(persistent) writes and C(reset) removes.
+    type: path
+    default: /etc/sysctl.d/90-mlperf-repro.conf
+  fail_on_drift:
+    description: With C(check), fail when any setting differs from AMD's value.
+    type: bool
+    default: false
+  node_name:
+    description: How warnings and failures name this node (the inventory name; the console does not say which host warned).
+    type: str
+    default: this node
 attributes:
   check_mode:
     support: full
@@ -45,9 +64,15 @@ author: mlperf-repro
 """
 
 EXAMPLES = r"""
-- name: Apply AMD's tunables
+- name: Apply AMD's tunables, the kernel settings persistent across reboots
   mlperf_tunables:
     mode: apply
+    persistent: true
+
+- name: Fail where a node drifted from AMD's values
+  mlperf_tunables:
+    mode: check
+    fail_on_drift: true
 """
 
 RETURN = r"""
@@ -63,16 +88,20 @@ drift:
   description: Settings that differ from AMD's values (current and wanted).
   returned: always
   type: dict
+sysctl_file_changed:
+  description: Whether O(sysctl_file) was (or in check mode would be) written or removed.
+  returned: always
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.tunables import (drift, drop_caches, load_before, read_state,
-                                               save_before, set_values, wanted)
+    from ansible.module_utils.tunables import (drift, drop_caches, load_before, persist,
+                                               read_state, save_before, set_values, wanted)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.tunables import (drift, drop_caches, load_before, read_state,
-                                            save_before, set_values, wanted)
+    from mlperf_repro.node.tunables import (drift, drop_caches, load_before, persist,
+                                            read_state, save_before, set_values, wanted)
 
 
 def main():
@@ -83,6 +112,10 @@ def main():
             "drop_caches": {"type": "bool", "default": False},
             "use_commands": {"type": "bool", "default": True},
             "root": {"type": "path", "default": "/"},
+            "persistent": {"type": "bool", "default": False},
+            "sysctl_file": {"type": "path", "default": "/etc/sysctl.d/90-mlperf-repro.conf"},
+            "fail_on_drift": {"type": "bool", "default": False},
+            "node_name": {"type": "str", "default": "this node"},
         },
         supports_check_mode=True,
     )
@@ -90,7 +123,14 @@ def main():
     before = read_state(params["root"])
     current_drift = drift(before)
     if params["mode"] == "check":
-        module.exit_json(changed=False, before=before, after=before, drift=current_drift)
+        if current_drift and params["fail_on_drift"]:
+            module.fail_json(msg="%s: tunables drift: %s" % (params["node_name"], _say_drift(current_drift)), before=before,
+                             drift=current_drift)
+        if current_drift:
+            module.warn("%s: %d setting(s) differ from AMD's: %s"
+                        % (params["node_name"], len(current_drift), _say_drift(current_drift)))
+        module.exit_json(changed=False, before=before, after=before, drift=current_drift,
+                         sysctl_file_changed=False)
     if params["mode"] == "apply":
         target = {name: value for name, value in wanted().items() if before.get(name) is not None}
         if not params["use_commands"]:
@@ -104,10 +144,22 @@ def main():
     changes = {k: v for k, v in target.items() if before.get(k) != v}
     after = dict(before)
     after.update(changes)
-    diff = {"before": before, "after": after}
-    changed = bool(changes) or params["drop_caches"]
+    diff = [{"before_header": "tunables", "after_header": "tunables", "before": before, "after": after}]
+    # apply + persistent writes the sysctl.d file, reset removes it; apply alone leaves it be
+    sysctl_changed = False
+    if params["mode"] == "reset" or params["persistent"]:
+        try:
+            sysctl_changed, file_before, file_after = persist(
+                params["sysctl_file"], params["mode"] == "apply", module.check_mode)
+        except OSError as exc:
+            module.fail_json(msg="%s: %s" % (params["sysctl_file"], exc), before=before)
+        if sysctl_changed:
+            diff.append({"before_header": params["sysctl_file"], "after_header": params["sysctl_file"],
+                         "before": file_before or "", "after": file_after or ""})
+    changed = bool(changes) or params["drop_caches"] or sysctl_changed
     if module.check_mode:
-        module.exit_json(changed=changed, before=before, after=after, drift=current_drift, diff=diff)
+        module.exit_json(changed=changed, before=before, after=after, drift=current_drift, diff=diff,
+                         sysctl_file_changed=sysctl_changed)
     if params["mode"] == "apply":
         save_before(params["state_file"], before)
     errors = set_values(changes, params["root"], params["use_commands"])
@@ -118,7 +170,17 @@ def main():
     if errors:
         module.fail_json(msg="; ".join(errors), before=before)
     after = read_state(params["root"])
-    module.exit_json(changed=changed, before=before, after=after, drift=drift(after), diff=diff)
+    left = drift(after)
+    if left and params["mode"] == "apply":
+        module.warn("%s: %d setting(s) still differ from AMD's after apply: %s"
+                    % (params["node_name"], len(left), _say_drift(left)))
+    module.exit_json(changed=changed, before=before, after=after, drift=left, diff=diff,
+                     sysctl_file_changed=sysctl_changed)
+
+
+def _say_drift(found):
+    return ", ".join("%s is %s (AMD: %s)" % (name, item.get("current"), item.get("wanted"))
+                     if isinstance(item, dict) else name for name, item in sorted(found.items()))
 
 
 if __name__ == "__main__":

@@ -235,9 +235,11 @@ class _Collector:
         args = (res.get("invocation") or {}).get("module_args") or {}
         path = res.get("dest") or res.get("path") or args.get("dest") or args.get("path")
         for item in diff if isinstance(diff, list) else [diff]:
-            text = _unified(item, path)
+            # A module writing several files (mlperf_files) names each one in its diff's header.
+            item_path = path or (item.get("after_header") if isinstance(item, Mapping) else None)
+            text = _unified(item, item_path)
             if text:
-                self.diffs.append(FileDiff(host=host, task=task, path=path, diff=text))
+                self.diffs.append(FileDiff(host=host, task=task, path=item_path, diff=text))
 
     def result(self, cls: type, **fields: Any) -> RunResult:
         with self.lock:

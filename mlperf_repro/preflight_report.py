@@ -31,3 +31,28 @@ def shared_mount_problems(rows: Iterable[Mapping[str, Any]], label: str = "DATAD
                 problems.append({"host": host, "problem": (
                     f"{label} is not the same filesystem on every node: {groups}")})
     return problems
+
+
+def node_rows(probes: Mapping[str, Mapping[str, Any] | None], shared: bool = False) -> list[dict]:
+    """The preflight table's rows, one per node, from each node's ``mlperf_preflight`` result.
+
+    ``probes``: host -> the module's registered result (``node``, ``problems``, ``gpus``,
+    ``deferred``). A host with no result (unreachable) gets a row saying so. With ``shared``,
+    DATADIR and LOGDIR must be one shared filesystem across the nodes (their problems are added
+    to the rows of the nodes concerned).
+    """
+    rows = []
+    for host, probe in probes.items():
+        if not probe or "node" not in probe:
+            rows.append({"host": host, "node": {}, "gpus": None, "deferred": [],
+                         "problems": ["no preflight result (unreachable, or the probe failed)"]})
+            continue
+        rows.append({"host": host, "node": probe["node"], "gpus": probe.get("gpus"),
+                     "problems": list(probe.get("problems") or []),
+                     "deferred": list(probe.get("deferred") or [])})
+    if shared:
+        by_host = {row["host"]: row for row in rows}
+        for label in ("DATADIR", "LOGDIR"):
+            for item in shared_mount_problems(rows, label):
+                by_host[item["host"]]["problems"].append(item["problem"])
+    return rows

@@ -24,6 +24,27 @@ REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_containe
             *PATH_VARS, "mlperf_results_dir", *BOOL_VARS)
 
 
+#: A host pattern that matches no host: the play is skipped with "no hosts matched".
+NO_HOSTS = "all:!all"
+
+
+def stage_hosts(pattern: str, stage_tags: list[str] | tuple[str, ...],
+                run_tags: list[str] | tuple[str, ...] | None = None) -> str:
+    """``pattern`` when ``--tags`` selects this stage, else a pattern that matches no host.
+
+    ansible-core prepends each role's argument-spec validation with tag ``always``, so a stage
+    that ``--tags`` leaves out still runs one task per host and role: at fleet scale, the
+    largest part of a partial run (``--tags score`` on 512 nodes). A stage's play uses this as
+    its ``hosts`` so that it runs on no host instead. ``--skip-tags`` needs nothing: the
+    validation task carries the play's tags too, and ansible-core skips it. ``stage_tags`` must
+    be the play's own tags (tests/unit/test_stage_hosts.py checks every playbook).
+    """
+    selected = set(run_tags or ["all"])
+    if selected & {"all", "always", "tagged"} or selected & set(stage_tags):
+        return pattern
+    return NO_HOSTS
+
+
 def _unfilled(value: Any) -> bool:
     return value is None or (isinstance(value, str) and (not value.strip() or FILL_IN in value))
 
@@ -129,3 +150,67 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         problems.append(f"mlperf_nexp is {nexp} but a score needs {bench.runs} runs: set "
                         f"mlperf_allow_partial: true for a smoke run (scored, marked not valid)")
     return problems
+
+
+def validate(site: Mapping[str, Any], groups: Mapping[str, list] | None,
+             catalog: Catalog) -> dict[str, Any]:
+    """``{"problems": [...], "spec": <the resolved benchmark> or None}`` for one host's values.
+
+    The spec is resolved only when the site values have no problem, so a bad inventory is
+    reported as its list of problems rather than as the first error resolving meets.
+    """
+    problems = site_problems(site, groups, catalog)
+    spec = None
+    if not problems:
+        try:
+            spec = catalog.resolve(str(site["mlperf_benchmark"]), str(site["mlperf_system"]),
+                                   dict(site.get("mlperf_site_env") or {}))
+        except CatalogError as exc:
+            problems.append(str(exc))
+    return {"problems": problems, "spec": spec}
+
+
+#: The site values of a host that validation reads, with the value an unset one stands for.
+SITE_VARS: dict[str, Any] = {
+    "mlperf_benchmark": None, "mlperf_system": None, "mlperf_nexp": None,
+    "mlperf_container_runtime": None, "mlperf_datadir": None, "mlperf_logdir": None,
+    "mlperf_workdir": None, "mlperf_results_dir": None, "mlperf_shared_storage": None,
+    "mlperf_provision": None, "mlperf_site_env": {}, "mlperf_allow_partial": False,
+    "mlperf_slurm_partition": None, "tunables_mode": "off", "rocm_version": None,
+    "rocm_amdgpu_version": None, "preflight_min_rocm_version": None,
+}
+
+
+def validate_hosts(sites: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list] | None,
+                   catalog: Catalog) -> dict[str, Any]:
+    """``{"problems": [...], "specs": {host: spec}}`` for every host at once.
+
+    ``sites``: host -> its site values (``SITE_VARS``, plus the run's tags). Hosts with the same
+    values (the usual case: group_vars) are checked and resolved once. ``specs`` is empty when
+    there is any problem.
+    """
+    results: dict[str, dict] = {}
+    cache: dict[str, dict] = {}
+    for host, site in sites.items():
+        key = repr(sorted((k, repr(v)) for k, v in site.items()))
+        if key not in cache:
+            cache[key] = validate(site, groups, catalog)
+        results[host] = cache[key]
+    problems = merge_host_problems({host: r["problems"] for host, r in results.items()})
+    specs = {} if problems else {host: r["spec"] for host, r in results.items()}
+    return {"problems": problems, "specs": specs}
+
+
+def merge_host_problems(problems_by_host: Mapping[str, list[str] | None]) -> list[str]:
+    """One list of the problems of several hosts, in order of first appearance.
+
+    A problem every host has is said once, as it is; one that only some hosts have names them:
+    ``"mlperf_datadir is not set: ... (on node05, node06)"``.
+    """
+    hosts_of: dict[str, list[str]] = {}
+    for host, problems in problems_by_host.items():
+        for problem in problems or []:
+            hosts_of.setdefault(problem, []).append(host)
+    every = len(problems_by_host)
+    return [problem if len(hosts) == every else f"{problem} (on {', '.join(hosts)})"
+            for problem, hosts in hosts_of.items()]

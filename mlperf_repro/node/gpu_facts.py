@@ -821,6 +821,31 @@ def _try_parse(runner, argv, parser):
         return None
 
 
+#: Where ROCm installs its tools, besides PATH (and the sbin directories get_bin_path adds).
+TOOL_DIRS = ["/opt/rocm/bin"]
+
+
+def module_runner(module, tool_dirs=None):
+    """The ``run(argv) -> (rc, stdout, stderr)`` callable ``collect`` drives, for a module.
+
+    ``module``: an AnsibleModule (its ``get_bin_path`` and ``run_command``); a missing tool
+    gives ``MISSING_RC``.
+    """
+    dirs = TOOL_DIRS if tool_dirs is None else tool_dirs
+
+    def run(argv):
+        exe = module.get_bin_path(argv[0], opt_dirs=dirs)
+        if exe is None:
+            return MISSING_RC, "", "%s: command not found" % argv[0]
+        try:
+            return module.run_command([exe] + list(argv[1:]), check_rc=False, handle_exceptions=False,
+                                      errors="surrogate_or_replace")
+        except OSError as exc:
+            return MISSING_RC, "", "%s: %s" % (argv[0], exc)
+
+    return run
+
+
 def collect(run):
     """Gather GPU / ROCm facts through ``run(argv) -> (rc, stdout, stderr)``.
 

@@ -164,3 +164,34 @@ def sysctl_conf():
     for name, key in SYSCTL_NAMES.items():
         lines.append("%s = %s" % (key, wanted()[name]))
     return "\n".join(lines) + "\n"
+
+
+def persist(sysctl_file, present, check_mode=False):
+    """Make the sysctl.d file hold ``sysctl_conf()`` (``present``) or not exist.
+
+    Returns ``(changed, before, after)``: the file's text before and after (None when absent),
+    for a diff. Written atomically (a temporary file beside it, then renamed).
+    """
+    before = _read_text(sysctl_file)
+    after = sysctl_conf() if present else None
+    if before == after:
+        return False, before, after
+    if not check_mode:
+        if present:
+            directory = os.path.dirname(sysctl_file) or "."
+            tmp = os.path.join(directory, ".%s.tmp" % os.path.basename(sysctl_file))
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(after)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, sysctl_file)
+        else:
+            os.unlink(sysctl_file)
+    return True, before, after
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None

@@ -516,7 +516,7 @@ def test_tunables_check_reports_this_machines_drift_and_changes_nothing(lab, fir
     assert first_run.results("tunables : Tunables (check)") == {h: "ok" for h in NODES}
     for host in NODES:
         if expected:
-            line = next(l for l in first_run.stdout.splitlines()
+            line = next(l for l in (first_run.stdout + first_run.stderr).splitlines()  # a warning
                         if f"{host}: {len(expected)} setting(s) differ from AMD's" in l)
             assert all(name in line for name in expected), (line, expected)
 
@@ -559,7 +559,7 @@ def test_tunables_apply_check_reset_under_a_prefix(lab, first_run, inventory):
     for host in NODES:
         for rel, value in files.items():
             bare_node.write_file(lab.hosts, host, f"{TUNABLES_ROOT}/{rel}", value + "\n")
-        lab.sh(host, f"mkdir -p {TUNABLES_ROOT}/sys/module/amdgpu")   # the driver is loaded
+        lab.sh(host, f"mkdir -p {TUNABLES_ROOT}/sys/module/amdgpu {TUNABLES_ROOT}/etc/sysctl.d")   # driver loaded
 
     def state(host):
         proc = lab.hosts.exec(host, ["/usr/bin/python3", "-c",
@@ -569,9 +569,15 @@ def test_tunables_apply_check_reset_under_a_prefix(lab, first_run, inventory):
         return json.loads(proc.stdout)
 
     before = {h: state(h) for h in NODES}
-    prefix = {"tunables_root": TUNABLES_ROOT}
-    apply = lab.playbook(inventory, "playbooks/tunables.yml", tunables_mode="apply", **prefix)
+    prefix = {"tunables_root": TUNABLES_ROOT,
+              "tunables_sysctl_file": f"{TUNABLES_ROOT}/etc/sysctl.d/90-mlperf-repro.conf"}
+    apply = lab.playbook(inventory, "playbooks/tunables.yml", tunables_mode="apply",
+                         tunables_persistent=True, **prefix)
     assert apply.results("tunables : Tunables (apply)") == {h: "changed" for h in NODES}
+    for host in NODES:  # the kernel settings survive a reboot; THP and cpupower stay runtime-only
+        persisted = lab.sh(host, f"cat {prefix['tunables_sysctl_file']}")
+        assert persisted.splitlines()[1:] == ["kernel.nmi_watchdog = 0", "kernel.numa_balancing = 0",
+                                              "kernel.randomize_va_space = 0"], persisted
     for host in NODES:
         after = state(host)
         assert tunables.drift(after) == {}, after
@@ -583,9 +589,12 @@ def test_tunables_apply_check_reset_under_a_prefix(lab, first_run, inventory):
     reset = lab.playbook(inventory, "playbooks/tunables.yml", tunables_mode="reset", **prefix)
     assert reset.results("tunables : Tunables (reset)") == {h: "changed" for h in NODES}
     assert {h: state(h) for h in NODES} == before
+    for host in NODES:
+        assert lab.sh(host, f"ls {TUNABLES_ROOT}/etc/sysctl.d") == ""
     check = lab.playbook(inventory, "playbooks/tunables.yml", check=False, tunables_mode="check",
                          tunables_fail_on_drift=True, **prefix)
-    assert check.rc != 0 and check.results("tunables : Fail on drift") == {h: "fatal" for h in NODES}
+    assert check.rc != 0 and check.results("tunables : Tunables (check)") == {h: "fatal" for h in NODES}
+    assert "tunables drift: cpu_governor is powersave (AMD: performance)" in check.stdout
     # this machine's settings never moved
     assert tunables.read_state("/") == machine_before
     lab.timings["tunables apply/apply --check/reset/check"] = sum(

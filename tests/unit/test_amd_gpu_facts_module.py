@@ -60,7 +60,7 @@ class Replay:
 
 def run_main(mod, args, capsys, monkeypatch, replay=None):
     if replay is not None:
-        monkeypatch.setattr(mod, "_make_runner", lambda module: replay)
+        monkeypatch.setattr(mod, "module_runner", lambda module: replay)
     with patch_module_args(args):
         with pytest.raises(SystemExit):
             mod.main()
@@ -123,7 +123,7 @@ def test_module_on_this_machine_through_test_helpers(mod, capsys, monkeypatch):
 def test_module_fails_on_bad_options_before_running_anything(mod, capsys, monkeypatch, args, named):
     def explode(module):
         raise AssertionError("nothing should run")
-    monkeypatch.setattr(mod, "_make_runner", explode)
+    monkeypatch.setattr(mod, "module_runner", explode)
     result = run_main(mod, args, capsys, monkeypatch)
     assert result["failed"] is True
     assert named in result["msg"]
@@ -167,3 +167,26 @@ def test_real_ansible_adhoc_without_gpu(tmp_path):
                    check=True, capture_output=True, timeout=60)
     bundled = Path(payload).parent / "debug_dir" / "ansible" / "module_utils" / "gpu_facts.py"
     assert bundled.read_bytes() == (ROOT / "mlperf_repro" / "node" / "gpu_facts.py").read_bytes()
+
+
+def test_preflight_probe_reads_the_gpus_in_the_same_module_run(mod, capsys, monkeypatch, tmp_path):
+    """mlperf_preflight with ``gpus`` gives amd_gpu_facts' record and problems, after its own."""
+    spec = importlib.util.spec_from_file_location("mlperf_preflight_under_test",
+                                                  ROOT / "library" / "mlperf_preflight.py")
+    preflight = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preflight)
+    listing = gf.parse_rocm_info_listing((DATA / ROCM_INFO_GREP).read_text(encoding="utf-8"))
+    replay = Replay({gf.cmd_lspci("74a5"): LSPCI_MI325X,
+                     gf.CMD_ROCM_VERSION_FILE: (0, listing["version"] + "\n", "")})
+    gpus = {"expected_count": 8, "expected_model": "MI325X", "min_rocm_version": "7.2.2"}
+    alone = run_main(mod, dict(gpus), capsys, monkeypatch, replay)
+    args = {"paths": [{"label": "LOGDIR", "path": str(tmp_path), "need_gb": 10 ** 6}],
+            "gpus": gpus, "deferred": ["docker"]}
+    monkeypatch.setattr(preflight, "module_runner", lambda module: replay)
+    merged = run_main(preflight, args, capsys, monkeypatch)
+    assert merged["gpus"] == merged["ansible_facts"]["amd_gpu"] == alone["ansible_facts"]["amd_gpu"]
+    assert merged["problems"][0].startswith("LOGDIR: ")  # the probe's own problem first
+    assert merged["problems"][1:] == alone["problems"]
+    assert merged["deferred"] == ["docker"]
+    without = run_main(preflight, {"paths": []}, capsys, monkeypatch)
+    assert without["gpus"] is None and "ansible_facts" not in without

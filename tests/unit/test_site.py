@@ -25,3 +25,29 @@ def test_good_values_have_no_problem():
 def test_all_problems_reported_at_once():
     bad = dict(GOOD, mlperf_datadir="FILL_IN", mlperf_nexp=0, tunables_mode="x")
     assert len(site_problems(bad, GROUPS)) == 3
+
+
+def test_every_host_resolved_at_once_when_all_are_good():
+    from mlperf_repro.catalog import load_catalog
+    from mlperf_repro.site import validate_hosts
+    env = {"NCCL_SOCKET_IFNAME": "ens51np0"}
+    sites = {"n1": GOOD, "n2": dict(GOOD, mlperf_site_env=env)}
+    result = validate_hosts(sites, GROUPS, load_catalog())
+    assert result["problems"] == []
+    assert result["specs"]["n1"]["benchmark"] == result["specs"]["n2"]["benchmark"] == "llama31_8b"
+    assert result["specs"]["n2"]["env"]["NCCL_SOCKET_IFNAME"] == "ens51np0"  # each host its own
+    assert result["specs"]["n1"]["env"].get("NCCL_SOCKET_IFNAME") != "ens51np0"
+
+
+def test_a_problem_of_some_hosts_names_them_one_of_all_hosts_is_said_once():
+    from mlperf_repro.catalog import load_catalog
+    from mlperf_repro.site import validate_hosts
+    sites = {"n1": dict(GOOD, mlperf_nexp=0), "n2": dict(GOOD, mlperf_nexp=0),
+             "n3": dict(GOOD, mlperf_nexp=0, mlperf_datadir="FILL_IN")}
+    result = validate_hosts(sites, GROUPS, load_catalog())
+    assert result["specs"] == {}  # nothing is resolved for a bad inventory
+    assert len(result["problems"]) == 2
+    assert result["problems"][0].startswith("mlperf_nexp must be a positive integer")
+    assert result["problems"][0].endswith("got 0")
+    assert result["problems"][1].startswith("mlperf_datadir is not set")
+    assert result["problems"][1].endswith(" (on n3)")

@@ -104,3 +104,29 @@ def test_module_check_mode_is_read_only(fake_root, tmp_path):
 def test_reset_without_a_record_fails_clearly(fake_root, tmp_path):
     proc = run_module(f"mode=reset use_commands=false root={fake_root} state_file={tmp_path}/none.json")
     assert "FAILED" in proc.stdout and "no record of the values before apply" in proc.stdout
+
+
+def test_module_keeps_the_kernel_settings_across_reboots_and_reset_removes_them(fake_root, tmp_path):
+    conf = tmp_path / "sysctl.d" / "90-mlperf-repro.conf"
+    conf.parent.mkdir()
+    args = f"use_commands=false root={fake_root} state_file={tmp_path}/rec.json sysctl_file={conf}"
+    dry = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_tunables", "-a", f"mode=apply persistent=true {args}", "--check", "-o"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "CHANGED" in dry.stdout and not conf.exists(), dry.stdout
+    assert "CHANGED" in run_module(f"mode=apply persistent=true {args}").stdout
+    assert conf.read_text().splitlines()[1:] == [
+        "kernel.nmi_watchdog = 0", "kernel.numa_balancing = 0", "kernel.randomize_va_space = 0"]
+    assert oct(conf.stat().st_mode & 0o777) == "0o644"
+    assert "SUCCESS" in run_module(f"mode=apply persistent=true {args}").stdout  # nothing left to do
+    assert "CHANGED" in run_module(f"mode=reset {args}").stdout
+    assert not conf.exists()
+
+
+def test_module_check_names_the_node_and_fails_on_drift_only_when_asked(fake_root, tmp_path):
+    args = f"mode=check use_commands=false root={fake_root} state_file={tmp_path}/rec.json node_name=node07"
+    warned = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_tunables",
+                             "-a", args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "SUCCESS" in warned.stdout  # the default callback: warnings on the console
+    said = warned.stdout + warned.stderr
+    assert "node07: " in said and "setting(s) differ from AMD's" in said, said
+    failed = run_module(f"{args} fail_on_drift=true")
+    assert "FAILED" in failed.stdout and "node07: tunables drift: " in failed.stdout, failed.stdout
