@@ -22,7 +22,10 @@ Configurations, on the same hosts:
   * ``ours``: the project's ansible.cfg, as a user runs it;
   * ``stock``: ansible-core's defaults (forks 5, gathering implicit, no pipelining, ControlPersist
     60s), with only roles_path, library, module_utils and filter_plugins set so that the
-    project's code is found (written to <base>/stock.cfg).
+    project's code is found (written to <base>/stock.cfg);
+  * ``mitogen`` (only with ``--mitogen DIR``, measured as an option, never the project's
+    default): the project's ansible.cfg with Mitogen's ``mitogen_linear`` strategy from DIR, a
+    directory holding ``ansible_mitogen`` (e.g. an unpacked ``pip download mitogen`` wheel).
 
 Each (configuration, N) pair has its own SSH control-path directory, so no run reuses another's
 persistent connections. Per-task wall times come from bench/callback_plugins/bench_profile.py
@@ -80,6 +83,17 @@ def stock_cfg(path: Path) -> Path:
         f"module_utils = {ROOT}/mlperf_repro/node\n"
         f"filter_plugins = {ROOT}/filter_plugins\n")
     return path
+
+
+def mitogen_env(directory: str | None) -> dict:
+    """Environment selecting Mitogen's linear strategy from ``directory`` (holding ansible_mitogen)."""
+    if not directory:
+        raise SystemExit("--configs mitogen needs --mitogen DIR (a directory holding ansible_mitogen)")
+    strategy = Path(directory).resolve() / "ansible_mitogen" / "plugins" / "strategy"
+    if not strategy.is_dir():
+        raise SystemExit(f"--mitogen {directory}: no {strategy}")
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategy), "ANSIBLE_STRATEGY": "mitogen_linear",
+            "PYTHONPATH": str(Path(directory).resolve())}
 
 
 def machine_busy() -> float:
@@ -205,7 +219,9 @@ def run_bench(args) -> dict:
     names = ["node%02d" % i for i in range(1, max(sizes) + 1)]
     base = Path(tempfile.mkdtemp(prefix="mlperf-fleet-bench-", dir="/tmp"))
     base.chmod(0o755)
-    cfgs = {"ours": ROOT / "ansible.cfg", "stock": stock_cfg(base / "stock.cfg")}
+    cfgs = {"ours": ROOT / "ansible.cfg", "stock": stock_cfg(base / "stock.cfg"),
+            "mitogen": ROOT / "ansible.cfg"}
+    envs = {"mitogen": mitogen_env(args.mitogen)} if "mitogen" in args.configs else {}
     results: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()[0]},
                      "tags": TAGS, "sizes": sizes, "plain_bashrc": not args.machine_bashrc,
                      "runs": {}}
@@ -223,7 +239,8 @@ def run_bench(args) -> dict:
         prepare_hosts(warm_dir, names[:1])
         control_dirs.append(base / "cp" / "warm-up")
         playbook(write_inventory(hosts, names[:1], warm_dir), cfgs[args.configs[0]],
-                 base / "cp" / "warm-up", warm_dir / "profile.json", warm_dir / "log")
+                 base / "cp" / "warm-up", warm_dir / "profile.json", warm_dir / "log",
+                 envs.get(args.configs[0]))
         for config in args.configs:
             for n in sizes:
                 label = f"{config}-{n}"
@@ -236,7 +253,7 @@ def run_bench(args) -> dict:
                 entry = {}
                 for phase in ("first", "rerun"):
                     res = playbook(inventory, cfgs[config], control_dir, run_dir / f"{phase}.json",
-                                   run_dir / f"{phase}.log")
+                                   run_dir / f"{phase}.log", envs.get(config))
                     nodes = {h: r for h, r in res["recap"].items() if h != "localhost"}
                     res["changed"] = {h: r["changed"] for h, r in nodes.items()}
                     res["nodes_seen"] = len(nodes)
@@ -338,7 +355,7 @@ def print_report(results: dict, configs: list[str]) -> None:
     head = f"{'N':>3}"
     for config in configs:
         head += f" | {config + ' first':>11} {'re-run':>7} {'T/T(1)':>7} {'chg':>4}"
-    if len(configs) == 2:
+    if "stock" in configs and "ours" in configs:
         head += " | stock/ours first re-run"
     print(head)
     for row in results["table"]:
@@ -369,7 +386,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 16, 32],
                     help="fleet sizes (the first is the T(1) reference)")
-    ap.add_argument("--configs", nargs="+", default=["ours", "stock"], choices=["ours", "stock"])
+    ap.add_argument("--configs", nargs="+", default=["ours", "stock"], choices=["ours", "stock", "mitogen"])
+    ap.add_argument("--mitogen", metavar="DIR", help="for --configs mitogen: a directory holding ansible_mitogen")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--out", help="also write the JSON object to this file")
     ap.add_argument("--keep", action="store_true", help="keep the base directory (logs, profiles)")
@@ -379,9 +397,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        results = summarize(saved, [c for c in ("ours", "stock") if f"{c}-{saved['sizes'][0]}" in saved["runs"]],
-                            saved["sizes"])
-        print_report(results, [c for c in ("ours", "stock") if f"{c}-{saved['sizes'][0]}" in saved["runs"]])
+        configs = [c for c in ("ours", "stock", "mitogen") if f"{c}-{saved['sizes'][0]}" in saved["runs"]]
+        results = summarize(saved, configs, saved["sizes"])
+        print_report(results, configs)
         return
     results = run_bench(args)
     if args.out:

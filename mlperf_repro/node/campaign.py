@@ -336,6 +336,10 @@ class Runner:
             self.child = subprocess.Popen(self.run_argv(names), cwd=cwd, env=run_env,
                                           stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
+            if self.stopping:
+                # A stop that came while the run was starting (before self.child was set) found
+                # no child to pass the signal on to: pass it on now, or the run goes on.
+                self._signal_child()
             rc = self.child.wait()
             self.child = None
         if self.stopping:
@@ -355,9 +359,13 @@ class Runner:
     # -- the loop --------------------------------------------------------------------------
     def on_signal(self, signum, _frame):
         self.stopping = True
-        if self.child is not None:
+        self._signal_child()
+
+    def _signal_child(self):
+        child = self.child
+        if child is not None:
             try:
-                os.killpg(self.child.pid, signal.SIGTERM)
+                os.killpg(child.pid, signal.SIGTERM)
             except OSError:
                 pass
 

@@ -131,6 +131,24 @@ def test_stop_leaves_unfinished_runs_pending_and_a_new_start_finishes_them(tmp_p
     assert (directory / "result_0.txt.interrupted-1").exists()
 
 
+def test_a_stop_that_lands_while_a_run_starts_stops_that_run(tmp_path, smoke_log, monkeypatch):
+    """The signal comes after the run is marked running and before its process exists."""
+    directory = make(tmp_path, smoke_log, nexp=2, STALL_AT="0")  # run 0 would sleep 60 s
+    runner = campaign.Runner(str(directory))
+    monkeypatch.setattr(runner, "clear_caches", lambda: runner.on_signal(signal.SIGTERM, None))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        assert runner.main() == 0
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    state = campaign.summarize(str(directory))
+    assert state["status"] == "stopped"
+    assert [r["status"] for r in state["runs"]] == ["pending", "pending"]
+    # the run was stopped, not left to run to its end
+    assert "run_stop" not in (directory / "result_0.txt").read_text()
+
+
 def test_campaign_files_permissions(tmp_path, smoke_log):
     directory = make(tmp_path, smoke_log)
     assert stat.S_IMODE((directory / "env.json").stat().st_mode) == 0o600
