@@ -7,10 +7,8 @@ name: mlperf
 short_description: mlperf-repro filters
 description:
   - mlperf_resolve - a benchmark on a platform from the catalog, as data.
-  - mlperf_site_problems - every problem with an inventory's site values.
   - mlperf_validate_hosts - every host's site problems, or every host's resolved benchmark.
   - mlperf_preflight_table - one table of every node's preflight problems.
-  - mlperf_shared_mount_problems - nodes whose path is not on the same shared filesystem.
   - mlperf_preflight_rows - the preflight table's rows from every node's probe result.
   - mlperf_score_line - one console line saying a set's score.
   - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
@@ -47,28 +45,14 @@ def mlperf_resolve(benchmark, system, site_env=None, catalog_path=None):
         raise AnsibleFilterError(f"mlperf_resolve: {exc}") from None
 
 
-def mlperf_site_problems(site, groups=None, catalog_path=None):
+def _host_var(hostvars, host, name, default=None):
+    """``hostvars[host][name]`` (templated), or ``default`` when the host or the variable is
+    unset, or its value is null or cannot be templated (an undefined variable inside it)."""
     try:
-        cat = _load(catalog_path)
-    except _catalog.CatalogError as exc:
-        return [f"catalog: {exc}"]
-    return _site.site_problems(dict(site), dict(groups or {}), cat)
-
-
-def _host_values(hostvars, host, defaults):
-    """A host's values of ``defaults``' names through ``hostvars`` (templated), unset ones defaulted."""
-    try:
-        found = hostvars[host]
-    except KeyError:
-        return dict(defaults)
-    values = {}
-    for name, default in defaults.items():
-        try:
-            value = found.get(name, default)
-        except Exception:  # noqa: BLE001 - an undefined variable inside a value: say it unset
-            value = default
-        values[name] = default if value is None else value
-    return values
+        value = hostvars[host].get(name, default)
+    except Exception:  # noqa: BLE001 - KeyError for an unknown host, a templating error inside
+        return default
+    return default if value is None else value
 
 
 def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags=None,
@@ -80,7 +64,7 @@ def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags
         return {"problems": [f"catalog: {exc}"], "specs": {}}
     sites = {}
     for host in hosts:
-        site = _host_values(hostvars, host, _site.SITE_VARS)
+        site = {name: _host_var(hostvars, host, name, default) for name, default in _site.SITE_VARS.items()}
         site.update(ansible_run_tags=list(run_tags or []), ansible_skip_tags=list(skip_tags or []))
         sites[host] = site
     return _site.validate_hosts(sites, dict(groups or {}), cat)
@@ -104,25 +88,10 @@ def mlperf_score_line(score):
     return score_line(score)
 
 
-def mlperf_shared_mount_problems(rows, label="DATADIR"):
-    """Problems when ``label``'s path is not one shared filesystem on every node.
-
-    ``rows``: list of {host, node} as the preflight role collects them.
-    """
-    from mlperf_repro.preflight_report import shared_mount_problems
-    return shared_mount_problems(rows, label)
-
-
 def mlperf_preflight_rows(hosts, hostvars, name, shared=False):
     """``ansible_play_hosts_all | mlperf_preflight_rows(hostvars, '__preflight_probe', true)``."""
     from mlperf_repro.preflight_report import node_rows
-    probes = {}
-    for host in hosts:
-        try:
-            probes[host] = hostvars[host].get(name)
-        except (KeyError, TypeError):
-            probes[host] = None
-    return node_rows(probes, bool(shared))
+    return node_rows({host: _host_var(hostvars, host, name) for host in hosts}, bool(shared))
 
 
 def mlperf_time_to_train(run_start_ms, run_stop_ms):
@@ -147,11 +116,9 @@ class FilterModule:
     def filters(self):
         return {
             "mlperf_resolve": mlperf_resolve,
-            "mlperf_site_problems": mlperf_site_problems,
             "mlperf_validate_hosts": mlperf_validate_hosts,
             "mlperf_preflight_table": mlperf_preflight_table,
             "mlperf_score_line": mlperf_score_line,
-            "mlperf_shared_mount_problems": mlperf_shared_mount_problems,
             "mlperf_preflight_rows": mlperf_preflight_rows,
             "mlperf_time_to_train": mlperf_time_to_train,
             "mlperf_olympic_mean": mlperf_olympic_mean,

@@ -196,11 +196,11 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.gpu_facts import (collect, evaluate, module_runner, parse_version,
-                                                validate_driver_matrix)
+    from ansible.module_utils.gpu_facts import (check_expectations, collect, evaluate,
+                                                module_runner)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import (collect, evaluate, module_runner, parse_version,
-                                             validate_driver_matrix)
+    from mlperf_repro.node.gpu_facts import (check_expectations, collect, evaluate,
+                                             module_runner)
 
 
 def main():
@@ -216,10 +216,7 @@ def main():
     )
     params = module.params
     try:  # caller mistakes fail before anything runs
-        if params["min_rocm_version"] is not None:
-            parse_version(params["min_rocm_version"])
-        if params["driver_matrix"] is not None:
-            validate_driver_matrix(params["driver_matrix"])
+        check_expectations(params["min_rocm_version"], params["driver_matrix"])
     except ValueError as exc:
         module.fail_json(msg="invalid option: %s" % exc)
     record = collect(module_runner(module))

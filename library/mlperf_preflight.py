@@ -109,10 +109,10 @@ deferred:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.gpu_facts import collect, evaluate, module_runner, parse_version
+    from ansible.module_utils.gpu_facts import check_expectations, collect, evaluate, module_runner
     from ansible.module_utils.preflight import probe
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import collect, evaluate, module_runner, parse_version
+    from mlperf_repro.node.gpu_facts import check_expectations, collect, evaluate, module_runner
     from mlperf_repro.node.preflight import probe
 
 
@@ -135,6 +135,11 @@ def main():
         },
         supports_check_mode=True,
     )
+    gpus = module.params["gpus"]
+    try:  # caller mistakes fail before anything runs
+        check_expectations(gpus["min_rocm_version"] if gpus else None)
+    except ValueError as exc:
+        module.fail_json(msg="gpus.min_rocm_version: %s" % exc)
     for index, item in enumerate(module.params["paths"]):
         if not item.get("path") or not item.get("label"):
             module.fail_json(msg="paths[%d]: expected {label, path, need_gb}, got %r" % (index, item))
@@ -145,15 +150,9 @@ def main():
     facts, problems = probe(
         module.params["paths"], module.params["commands"], module.params["container_runtime"],
         module.params["need_sudo"], module.params["allow_running_containers"], run=run)
-    gpus = module.params["gpus"]
     if gpus is None:
         module.exit_json(changed=False, node=facts, problems=problems, gpus=None,
                          deferred=module.params["deferred"])
-    if gpus["min_rocm_version"] is not None:
-        try:
-            parse_version(gpus["min_rocm_version"])
-        except ValueError as exc:
-            module.fail_json(msg="gpus.min_rocm_version: %s" % exc)
     record = collect(module_runner(module))
     problems = problems + evaluate(record, expected_count=gpus["expected_count"],
                                    expected_model=gpus["expected_model"],

@@ -1,7 +1,7 @@
 """Validation of an inventory's site values, before any host is changed.
 
 Each problem is one sentence naming the variable and what was expected. Used by the
-``validate`` role (through the ``mlperf_site_problems`` filter), the CLI and the tests.
+``validate`` role (through the ``mlperf_validate_hosts`` filter), the CLI and the tests.
 """
 
 from __future__ import annotations

@@ -981,6 +981,17 @@ def _canonical_model(name):
     return model_from_name(name) or (name or "").strip().upper()
 
 
+def check_expectations(min_rocm_version=None, driver_matrix=None):
+    """Raise ``ValueError`` on a malformed expectation (a caller mistake, not a host problem).
+
+    Modules call it before running anything; ``evaluate`` calls it too.
+    """
+    if min_rocm_version is not None:
+        parse_version(min_rocm_version)
+    if driver_matrix is not None:
+        validate_driver_matrix(driver_matrix)
+
+
 def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=None,
              driver_matrix=None, rocm_pending=False):
     """Human-readable problems with ``record`` against the expectations (empty list: none).
@@ -990,10 +1001,7 @@ def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=
     ``min_rocm_version`` and ``driver_matrix`` are validated first: a malformed one raises
     ``ValueError`` (a caller mistake, not a host problem).
     """
-    if min_rocm_version is not None:
-        parse_version(min_rocm_version)
-    if driver_matrix is not None:
-        validate_driver_matrix(driver_matrix)
+    check_expectations(min_rocm_version, driver_matrix)
 
     problems = []
     count, source = record.get("gpu_count", 0), record.get("source")

@@ -58,7 +58,7 @@ def _text(data):
     return data.decode("utf-8", "replace")
 
 
-def _write(path, data, mode):
+def write_atomic(path, data, mode):
     """Replace ``path`` atomically with ``data`` and ``mode``, keeping an existing file's owner."""
     directory, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=directory)
@@ -136,7 +136,7 @@ def ensure(directory, files, directory_mode=0o755, check=False):
                          "after": {"path": path, "mode": mode_text(mode)}})
         if not check:
             if content_changed:
-                _write(path, data, mode)
+                write_atomic(path, data, mode)
             elif mode_changed:
                 os.chmod(path, mode)
         results.append({"path": path, "changed": content_changed or mode_changed,

@@ -23,6 +23,11 @@ import re
 import shutil
 import subprocess
 
+try:  # shipped to the nodes as ansible.module_utils.tunables beside render_files
+    from ansible.module_utils.render_files import write_atomic
+except ImportError:  # imported from the package (tests, the controller)
+    from mlperf_repro.node.render_files import write_atomic
+
 FILE_SETTINGS = [
     ("nmi_watchdog", "proc/sys/kernel/nmi_watchdog", "0"),
     ("numa_balancing", "proc/sys/kernel/numa_balancing", "0"),
@@ -170,7 +175,7 @@ def persist(sysctl_file, present, check_mode=False):
     """Make the sysctl.d file hold ``sysctl_conf()`` (``present``) or not exist.
 
     Returns ``(changed, before, after)``: the file's text before and after (None when absent),
-    for a diff. Written atomically (a temporary file beside it, then renamed).
+    for a diff. Written atomically, as the render stage writes its files.
     """
     before = _read_text(sysctl_file)
     after = sysctl_conf() if present else None
@@ -178,12 +183,7 @@ def persist(sysctl_file, present, check_mode=False):
         return False, before, after
     if not check_mode:
         if present:
-            directory = os.path.dirname(sysctl_file) or "."
-            tmp = os.path.join(directory, ".%s.tmp" % os.path.basename(sysctl_file))
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(after)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, sysctl_file)
+            write_atomic(sysctl_file, after.encode("utf-8"), 0o644)
         else:
             os.unlink(sysctl_file)
     return True, before, after
