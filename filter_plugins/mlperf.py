@@ -14,6 +14,7 @@ description:
   - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
   - mlperf_olympic_mean - MLCommons' olympic mean.
   - mlperf_stage_hosts - a stage play's host pattern, or none when --tags leaves the stage out.
+  - mlperf_preflight_summary_changed - whether a preflight summary says more than the file's text.
 """
 
 import os
@@ -94,6 +95,12 @@ def mlperf_preflight_rows(hosts, hostvars, name, shared=False):
     return node_rows({host: _host_var(hostvars, host, name) for host in hosts}, bool(shared))
 
 
+def mlperf_preflight_summary_changed(summary, previous_text=None):
+    """``summary | mlperf_preflight_summary_changed(lookup('file', path, errors='ignore'))``."""
+    from mlperf_repro.preflight_report import summary_changed
+    return summary_changed(summary, previous_text)
+
+
 def mlperf_time_to_train(run_start_ms, run_stop_ms):
     from mlperf_repro.scoring import time_to_train_minutes
     return time_to_train_minutes(run_start_ms, run_stop_ms)
@@ -123,4 +130,5 @@ class FilterModule:
             "mlperf_time_to_train": mlperf_time_to_train,
             "mlperf_olympic_mean": mlperf_olympic_mean,
             "mlperf_stage_hosts": mlperf_stage_hosts,
+            "mlperf_preflight_summary_changed": mlperf_preflight_summary_changed,
         }

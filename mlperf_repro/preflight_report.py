@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Mapping
+
+#: Figures that are measured anew on every run (free space moves with every file written):
+#: a summary that differs only in them says nothing new.
+VOLATILE_KEYS = frozenset({"free_gb"})
 
 #: Filesystem types that can be shared between nodes.
 SHARED_FSTYPES = ("nfs", "nfs4", "lustre", "gpfs", "cephfs", "beegfs", "wekafs", "glusterfs",
@@ -56,3 +61,25 @@ def node_rows(probes: Mapping[str, Mapping[str, Any] | None], shared: bool = Fal
             for item in shared_mount_problems(rows, label):
                 by_host[item["host"]]["problems"].append(item["problem"])
     return rows
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _stable(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    return value
+
+
+def summary_changed(summary: Mapping[str, Any], previous_text: str | None) -> bool:
+    """Does ``summary`` say something the summary file's ``previous_text`` does not?
+
+    Measured figures (``VOLATILE_KEYS``) do not count, so re-running preflight, or planning
+    after a run, leaves the file as it is unless a node, a problem or a version changed.
+    A missing or unreadable previous file counts as changed.
+    """
+    try:
+        previous = json.loads(previous_text or "")
+    except ValueError:
+        return True
+    return _stable(previous) != _stable(json.loads(json.dumps(summary)))

@@ -68,8 +68,64 @@ def mount_of(path, mounts_file="/proc/mounts"):
     return best
 
 
+def _blocking_file(path):
+    """The first existing component of ``path`` that is not a directory, or None."""
+    current = os.path.abspath(path)
+    chain = []
+    while True:
+        chain.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for component in reversed(chain):
+        if not os.path.exists(component):
+            return None
+        if not os.path.isdir(component):
+            return component
+    return None
+
+
+def read_only(path):
+    """Is the filesystem holding ``path`` (its nearest existing directory) mounted read-only?"""
+    try:
+        return bool(os.statvfs(existing_ancestor(path)).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def path_problem(label, path):
+    """Why ``path`` cannot be a writable directory (a file in the way, a read-only filesystem,
+    no write permission where it is or will be created), or None. Changes nothing."""
+    blocking = _blocking_file(path)
+    if blocking == os.path.abspath(path):
+        return "%s: %s is a file, not a directory" % (label, path)
+    if blocking:
+        return "%s: %s cannot be created: %s is a file, not a directory" % (label, path, blocking)
+    anchor = existing_ancestor(path)
+    if read_only(path):
+        mount = mount_of(path)
+        return "%s: %s is on a read-only filesystem (%s mounted read-only at %s)" % (
+            label, path, mount["source"] or mount["fstype"] or "?", mount["mountpoint"])
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        if anchor == os.path.abspath(path):
+            return "%s: %s is not writable by %s" % (label, path, _user())
+        return "%s: %s cannot be created: %s is not writable by %s" % (label, path, anchor, _user())
+    return None
+
+
+def _user():
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return "uid %d" % os.geteuid()
+
+
 def disk_check(label, path, need_gb):
-    """Free space where ``path`` is (or will be created) against ``need_gb``."""
+    """Free space where ``path`` is (or will be created) against ``need_gb``, after what makes
+    the path unusable whatever the space (a file in its way, a read-only filesystem, no write
+    permission): that is said as such, not as "0.0 GiB free"."""
     anchor = existing_ancestor(path)
     usage = shutil.disk_usage(anchor)
     free_gb = usage.free / GIB
@@ -77,8 +133,8 @@ def disk_check(label, path, need_gb):
     # unless something real changed (directories created by the first run included).
     record = {"label": label, "path": path, "free_gb": round(free_gb), "need_gb": need_gb}
     record.update(mount_of(path))
-    problem = None
-    if need_gb and free_gb < need_gb:
+    problem = path_problem(label, path)
+    if problem is None and need_gb and free_gb < need_gb:
         problem = "%s: %s has %.1f GiB free, %s needs %.1f GiB" % (
             label, anchor, free_gb, path, need_gb)
     return record, problem

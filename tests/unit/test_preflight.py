@@ -1,6 +1,7 @@
 """Preflight probes and the one-table report, driven with real paths and recorded command output."""
 
 import shutil
+from pathlib import Path
 
 from mlperf_repro.node import preflight
 from mlperf_repro.preflight_report import shared_mount_problems
@@ -83,3 +84,80 @@ def test_table_lists_every_problem_with_its_node():
     assert len(lines) == 5
     assert lines[2].startswith("mi355x-node1  expected 8 GPUs")
     assert mlperf_preflight_table([{"host": "a", "problems": []}]) == "no problems"
+
+
+# -- paths that cannot hold what a run writes, whatever the free space --------------------------
+
+def test_a_file_where_a_directory_must_be_is_named(tmp_path):
+    (tmp_path / "logs").write_text("not a directory")
+    _, problems = preflight.probe([{"label": "LOGDIR", "path": str(tmp_path / "logs"), "need_gb": 1},
+                                   {"label": "DATADIR", "path": str(tmp_path / "logs" / "data"), "need_gb": 1}])
+    assert problems == [f"LOGDIR: {tmp_path}/logs is a file, not a directory",
+                        f"DATADIR: {tmp_path}/logs/data cannot be created: {tmp_path}/logs is a file, "
+                        "not a directory"]
+
+
+def _mount_tmpfs(path, options):
+    import subprocess
+    path.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "mlperf-test", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        import pytest
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+
+
+def test_read_only_filesystem_is_said_as_such_not_as_no_space(tmp_path):
+    import subprocess
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "ro,size=1m")
+    try:
+        facts, problems = preflight.probe([{"label": "LOGDIR", "path": str(ro / "logs"), "need_gb": 1}])
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert problems == [f"LOGDIR: {ro}/logs is on a read-only filesystem (mlperf-test mounted "
+                        f"read-only at {ro})"]
+    assert not any("GiB free" in p for p in problems)
+    assert facts["disks"][0]["mountpoint"] == str(ro)
+
+
+def test_a_directory_the_user_cannot_write_is_named(request):
+    import os
+    import subprocess
+    import sys
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root to run the probe as another user")
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="mlperf-preflight-"))  # pytest's tmp_path is 0700 root
+    os.chmod(base, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(base))
+    code = ("import json, sys; sys.path.insert(0, %r); from mlperf_repro.node import preflight; "
+            "print(json.dumps(preflight.probe([{'label': 'results', 'path': %r, 'need_gb': 0}])[1]))"
+            % (os.getcwd(), str(base / "results")))
+    # the system's Python: the venv may sit under /root, which nobody cannot enter
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                          user="nobody", cwd="/")
+    import json
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [f"results: {base}/results cannot be created: {base} is not "
+                                       "writable by nobody"]
+    _, problems = preflight.probe([{"label": "results", "path": str(base / "results"), "need_gb": 0}])
+    assert problems == []  # root can
+
+
+def test_preflight_summary_counts_as_changed_only_when_it_says_something_new():
+    import json
+    from mlperf_repro.preflight_report import summary_changed
+    row = {"host": "n1", "node": {"disks": [{"label": "LOGDIR", "free_gb": 77, "need_gb": 1.0}]},
+           "problems": []}
+    summary = {"benchmark": "smoke", "system": "CPU_1x1x1", "nodes": [row]}
+    text = json.dumps(summary)
+    moved = json.loads(text)
+    moved["nodes"][0]["node"]["disks"][0]["free_gb"] = 75
+    assert not summary_changed(moved, text)
+    worse = json.loads(text)
+    worse["nodes"][0]["problems"] = ["LOGDIR: /x is a file, not a directory"]
+    assert summary_changed(worse, text)
+    assert summary_changed(summary, None) and summary_changed(summary, "{truncated")
