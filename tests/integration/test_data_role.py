@@ -483,6 +483,50 @@ def test_flux_downloads_converts_prepares_once_then_skips_everything(nginx_bucke
     assert "layout: complete (4 expected paths)" in after.stdout
 
 
+def test_flux_conversion_offline_installs_from_the_wheelhouse_only(nginx_bucket, runtime, tmp_path):
+    """Air-gapped sites: the guide's `pip install datasets` from a wheelhouse on shared storage,
+    mounted read-only; a wheelhouse that lacks a wheel, or a package that is not a name, is
+    refused before any container runs."""
+    recipe, _ = flux_recipe(nginx_bucket)
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    (wheelhouse / "pyarrow-17.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", recipe, runtime.image),
+                    data_container_wheelhouse=str(wheelhouse), **runtime.extra)
+
+    missing = playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra, check=False)
+    assert missing.returncode == 2
+    assert (f"data_container_wheelhouse {wheelhouse} has no wheel for datasets: fill it on a "
+            "machine that can reach PyPI with pip download datasets -d DIR") in missing.stdout
+    assert runtime.calls() == []
+
+    bad = playbook("playbooks/data.yml", "-i", "inventory/local", check=False,
+                   extra=dict(extra, data_container_pip_packages=["datasets", "x; touch /tmp/pwned"]))
+    assert bad.returncode == 2 and "data_container_pip_packages must be package names" in bad.stdout
+    assert "x; touch /tmp/pwned" in bad.stdout and runtime.calls() == []
+
+    (wheelhouse / "datasets-2.19.0-py3-none-any.whl").write_bytes(b"")
+    playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra)
+    calls = runtime.calls()
+    assert len(calls) == 4, [c["argv"] for c in calls]
+    for call in calls:
+        assert f"{wheelhouse}:/wheelhouse:ro" in call["argv"]
+    converts = [c["argv"][-1] for c in calls if "to_webdataset.py" in c["argv"][-1]]
+    assert len(converts) == 2
+    assert all(c.startswith("pip install --no-index --find-links /wheelhouse datasets && python ")
+               for c in converts), converts
+
+
+def test_flux_conversion_needs_no_pip_with_a_prepared_image(nginx_bucket, runtime, tmp_path):
+    recipe, _ = flux_recipe(nginx_bucket)
+    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", recipe, runtime.image),
+                    data_container_pip_packages=[], **runtime.extra)
+    playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra)
+    scripts = [c["argv"][-1] for c in runtime.calls()]
+    assert scripts[0].startswith("python /workspace/code/scripts/to_webdataset.py "), scripts[0]
+    assert not any("pip" in s for s in scripts)
+
+
 # ---------------------------------------------------------------------------------------------
 # container_script (llama2_70b_lora's recipe from the catalog)
 def test_llama2_script_gets_hf_token_by_environment_only(runtime, tmp_path):
