@@ -157,24 +157,83 @@ def _match_gpu(text: str, platforms: Mapping[str, Any]) -> tuple[str | None, str
     return candidates[0], (f"the only {plat.gpu} platform" + ("" if nodes is None else f" with {nodes} node(s)"))
 
 
+def campaign_system(files: Iterable[str | os.PathLike]) -> dict[str, Any] | None:
+    """``{benchmark, system, path}`` of the campaign the logs were collected from: the
+    ``campaign.json`` the run stage wrote beside them (collected with them), or None."""
+    import json
+
+    seen = set()
+    for path in files:
+        directory = Path(path).parent
+        if directory in seen:
+            continue
+        seen.add(directory)
+        record = directory / "campaign.json"
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("system"):
+            return {"benchmark": data.get("benchmark"), "system": str(data["system"]),
+                    "path": str(record)}
+    return None
+
+
+def label_disagreement(benchmark: str | None, catalog: Any, system: str,
+                       logged: Mapping[str, Any]) -> str | None:
+    """One sentence when the logs call themselves another platform than ``system`` (the one the
+    campaign ran on), else None. AMD's published v6.0 MI350X LoRA logs, for one, log
+    ``MI355X`` and ``config_MI355X_1x8x1.sh``."""
+    if not logged.get("submission_platform") and not logged.get("config_filename"):
+        return None
+    name, _ = identify_platform(benchmark, catalog, submission_platform=logged.get("submission_platform"),
+                                config_filename=logged.get("config_filename"))
+    platforms = catalog.benchmarks[benchmark].platforms if benchmark in catalog.benchmarks else {}
+    if name == system:
+        return None
+    if name is None and system in platforms:
+        # the label names no single platform: disagreeing only when its GPU is another one
+        gpu = platforms[system].gpu.lower()
+        if gpu in _gpu_tokens(str(logged.get("submission_platform") or "")) or \
+                gpu in _gpu_tokens(str(config_platform_name(logged.get("config_filename")) or "")):
+            return None
+    label = ", ".join(f"{k} {v}" for k, v in logged.items() if v)
+    return (f"the logs call themselves {label}, but the campaign ran on {system}: the score is "
+            f"held against {system}'s reference")
+
+
 def catalog_reference(score: Mapping[str, Any], files: Iterable[str | os.PathLike] = (),
                       system: str | None = None, catalog: Any = None) -> dict[str, Any]:
     """Platform identification and ``versus_reference`` for a scored set (``SetScore.to_dict()``).
 
-    Returns ``{"platform": {...}, "versus_reference": {...} or None}``; ``platform`` says what
-    the logs named, which catalog platform was chosen (or None) and why.
+    Which platform: the one the user names (``system``); else the one the campaign ran on (the
+    ``campaign.json`` collected beside the logs: the inventory's system, whatever the logs call
+    themselves); else what the logs say. Returns ``{"platform": {...}, "versus_reference":
+    {...} or None}``; ``platform`` says what the logs named, which catalog platform was chosen
+    (or None), why, and ``label_disagrees`` when the logs name another platform than the
+    campaign's.
     """
     if catalog is None:
         from .catalog import load_catalog
         catalog = load_catalog()
+    files = list(files)
     logged = log_platform(files)
     benchmark = score.get("benchmark")
-    name, how = identify_platform(benchmark, catalog, system=system,
-                                  submission_platform=logged["submission_platform"],
-                                  config_filename=logged["config_filename"])
+    campaign = None if system else campaign_system(files)
+    disagreement = None
+    if campaign and benchmark in catalog.benchmarks \
+            and campaign["system"] in catalog.benchmarks[benchmark].platforms:
+        name, how = campaign["system"], f"the campaign's system ({campaign['path']})"
+        disagreement = label_disagreement(benchmark, catalog, name, logged)
+    else:
+        name, how = identify_platform(benchmark, catalog, system=system,
+                                      submission_platform=logged["submission_platform"],
+                                      config_filename=logged["config_filename"])
     platform = {"submission_platform": logged["submission_platform"],
                 "config_filename": logged["config_filename"],
                 "catalog_platform": name, "identified_by": how}
+    if disagreement:
+        platform["label_disagrees"] = disagreement
     versus = None
     if name is not None:
         plat = catalog.benchmarks[benchmark].platforms[name]

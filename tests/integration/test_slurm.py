@@ -138,6 +138,10 @@ def test_eight_node_campaign_through_the_playbooks(cluster):
     code = cluster.shared / "work" / "code" / "smoke"
     render = playbook(cluster, "playbooks/render.yml", "--limit", "mlperf_submit:localhost")
     assert (code / "run_with_docker_slurm.sh").exists() and (code / f"config_{SYSTEM}.sh").exists()
+    # the code comes out of the image on the first node (shared storage): the submit host
+    # needs no container runtime and no image
+    assert re.search(r"TASK \[render : Copy the benchmark code out of the image \(docker create / cp / rm\)\] "
+                     r"\**\nchanged: \[login -> node1\(", render.stdout), render.stdout[-3000:]
     hand_job = (code / "job.sh").read_text()  # the render stage's copy, for submitting by hand
     assert "#SBATCH --nodes=8" in hand_job and 'job-"${SLURM_JOB_ID' in hand_job
 

@@ -141,3 +141,35 @@ def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert cli.main(["score", str(AMD_LORA), "--ruleset", "9.9.9"]) == 2
     err = capsys.readouterr().err
     assert "ruleset '9.9.9'" in err and "Traceback" not in err
+
+
+def test_reference_follows_the_campaign_system_not_the_logs_label(capsys, tmp_path):
+    """A campaign run on MI350X whose logs call themselves MI355X (as AMD's published v6.0 MI350X
+    LoRA logs do: ``MI355X``, ``config_MI355X_1x8x1.sh``) is held against the MI350X reference,
+    and the disagreement is said."""
+    collected = tmp_path / "llama2_70b_lora" / "MI350X_1x8x1" / "20261205T000000Z" / "node1"
+    shutil.copytree(AMD_LORA, collected)
+    (collected / "campaign.json").write_text(json.dumps(
+        {"benchmark": "llama2_70b_lora", "system": "MI350X_1x8x1", "nexp": 10}))
+    rc, data, err = score_json(capsys, collected)
+    assert rc == 0 and err == ""
+    assert round(data["score_minutes"], 4) == 10.1847  # the score does not depend on the label
+    platform = data["platform"]
+    assert platform["catalog_platform"] == "MI350X_1x8x1"
+    assert platform["identified_by"] == f"the campaign's system ({collected / 'campaign.json'})"
+    assert platform["label_disagrees"] == (
+        "the logs call themselves submission_platform 1xMI355X, but the campaign ran on "
+        "MI350X_1x8x1: the score is held against MI350X_1x8x1's reference")
+    assert data["versus_reference"]["reference_minutes"] == 10.25
+    assert data["versus_reference"]["submission_id"] == "6.0-0035"
+
+    # the same logs from an MI355X campaign: no disagreement, the MI355X reference
+    (collected / "campaign.json").write_text(json.dumps(
+        {"benchmark": "llama2_70b_lora", "system": "MI355X_1x8x1"}))
+    rc, data, _ = score_json(capsys, collected)
+    assert data["platform"]["catalog_platform"] == "MI355X_1x8x1"
+    assert "label_disagrees" not in data["platform"]
+    assert data["versus_reference"]["reference_minutes"] == 8.27
+    # --system still wins over both
+    rc, data, _ = score_json(capsys, collected, "--system", "MI350X_1x8x1")
+    assert data["platform"]["identified_by"] == "--system MI350X_1x8x1"
