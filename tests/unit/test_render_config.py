@@ -110,7 +110,7 @@ def test_only_declared_catalog_expressions_expand(tmp_path):
     assert "export DGXSYSTEM='MI325X_08x08x32'" in text
     exports = [line for line in text.splitlines() if line.startswith("export ")]
     assert exports and not any("$(" in line and "$((" not in line for line in exports)
-    assert "export MLLOG_SUBMISSION_PLATFORM='MI325X'" in exports
+    assert "export MLPERF_SUBMISSION_PLATFORM='MI325X'" in exports
     assert set(spec["env_expressions"]) >= {"LEARNING_RATE", "WALLTIME"}
 
 
