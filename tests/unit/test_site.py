@@ -8,10 +8,11 @@ GOOD = {
     "mlperf_workdir": "/opt/w", "mlperf_results_dir": "/r", "mlperf_shared_storage": False,
     "mlperf_provision": True, "mlperf_site_env": {}, "tunables_mode": "apply",
 }
-GROUPS = {"mlperf_nodes": ["n1"]}
+GROUPS = {"mlperf_nodes": ["n1"], "mlperf_staging": ["n1"]}
 FLUX = dict(GOOD, mlperf_benchmark="flux1", mlperf_system="MI325X_08x08x32",
             mlperf_shared_storage=True, mlperf_slurm_partition="gpu")
-FLUX_GROUPS = {"mlperf_nodes": [f"n{i}" for i in range(8)], "mlperf_submit": ["login"]}
+FLUX_GROUPS = {"mlperf_nodes": [f"n{i}" for i in range(8)], "mlperf_submit": ["login"],
+               "mlperf_staging": ["n0"]}
 
 
 def test_good_values_have_no_problem():
