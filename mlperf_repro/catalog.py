@@ -271,9 +271,11 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
     merged = dict(env, **site_env)
     for key in sorted(arithmetic):
         if key in merged and key not in expressions and not INTEGER_RE.match(merged[key]):
+            origin = (f"{where}.site_env" if key in site_env else f"{where}.env" if key in own_env
+                      else f"{where.rsplit('.platforms.', 1)[0]}.common_env")
             raise CatalogError(
-                f"{path}: {where}.env.{key}: expected an integer (read inside $((...))), "
-                f"got {merged[key]!r}")
+                f"{path}: {origin}.{key}: expected an integer (read inside $((...)) by "
+                f"{where}), got {merged[key]!r}")
     if env.get("DGXSYSTEM") != name:
         raise CatalogError(
             f"{path}: {where}.env.DGXSYSTEM: expected {name!r} (the config name), "

@@ -66,6 +66,8 @@ NUMBER_LIMITS = {
 MAX_NUMBER = 10 ** 6
 #: Path variables that may be relative (resolved by Ansible against a role's templates).
 RELATIVE_OK = {"slurm_job_template"}
+#: Variables holding secrets: a message names them but never shows their value.
+SECRET_RE = re.compile(r"(token|secret|password|passwd|extra_env)", re.IGNORECASE)
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
@@ -200,7 +202,7 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
                 if not _unfilled(value) and (isinstance(value, bool)
                                              or not INTEGER_RE.match(str(value))):
                     problems.append(f"{owner}.{key} must be an integer: {plat.name}'s config "
-                                    f"computes with it in $((...)), got {value!r}")
+                                    f"computes with it in $((...)), got {_shown(owner, value)}")
     if "data" in selected_stages(site) and not groups.get("mlperf_staging"):
         problems.append("inventory group mlperf_staging is empty: the data stage prepares the "
                         "dataset on its first host; name one (usually the first node)")
@@ -281,7 +283,7 @@ def _site_env_problems(site_env: Any, name: str) -> list[str]:
             problems.append(f"{name}.{key} is not set: fill it in the inventory "
                             f"(it is {value!r})")
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            problems.append(f"{name}.{key} must be a string or a number, got {value!r} "
+            problems.append(f"{name}.{key} must be a string or a number, got {_shown(name, value)} "
                             f"({type_name(value)})")
         elif UNSAFE_VALUE_RE.search(str(value)):
             problems.append(f"{name}.{key} must not contain a NUL character")
@@ -341,6 +343,11 @@ def declared_problems(site: Mapping[str, Any], roles_dir: str | None = None) -> 
     return problems
 
 
+def _shown(name: str, value: Any) -> str:
+    """``value`` as a message shows it: ``repr``, or nothing of it for a secret."""
+    return "a value not shown (a secret)" if SECRET_RE.search(name) else repr(value)
+
+
 def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[str]:
     kind = option.get("type", "str")
     if value is None:
@@ -354,16 +361,16 @@ def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[s
         what = "an integer" if kind == "int" else "a number"
         low, high = NUMBER_LIMITS.get(name, (0, MAX_NUMBER))
         if number is None:
-            return [f"{name} must be {what}, got {value!r} ({type_name(value)})"]
+            return [f"{name} must be {what}, got {_shown(name, value)} ({type_name(value)})"]
         if not low <= number <= high:
-            return [f"{name} must be {what} from {low} to {high}, got {value!r}"]
+            return [f"{name} must be {what} from {low} to {high}, got {_shown(name, value)}"]
         return []
     if kind == "list":
         return [] if isinstance(value, list) else \
-            [f"{name} must be a list, got {value!r} ({type_name(value)})"]
+            [f"{name} must be a list, got {_shown(name, value)} ({type_name(value)})"]
     if kind == "dict":
         if not isinstance(value, Mapping):
-            return [f"{name} must be a mapping, got {value!r} ({type_name(value)})"]
+            return [f"{name} must be a mapping, got {_shown(name, value)} ({type_name(value)})"]
         if name == "campaign_extra_env":
             return _site_env_problems(value, name)
         return []
@@ -373,11 +380,11 @@ def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[s
         return _path_problems(name, value, relative_ok=name in RELATIVE_OK)
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            return [f"{name} must be a string, got {value!r} ({type_name(value)})"]
+            return [f"{name} must be a string, got {_shown(name, value)} ({type_name(value)})"]
         if "choices" in option and value not in option["choices"]:
-            return [f"{name} must be one of {', '.join(map(str, option['choices']))}, got {value!r}"]
+            return [f"{name} must be one of {', '.join(map(str, option['choices']))}, got {_shown(name, value)}"]
         if CONTROL_RE.search(str(value)):
-            return [f"{name} must not contain control characters (newline, tab, ...), got {value!r}"]
+            return [f"{name} must not contain control characters (newline, tab, ...), got {_shown(name, value)}"]
     return []
 
 
