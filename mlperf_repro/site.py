@@ -27,7 +27,6 @@ BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision", "mlperf_allow_partial"
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 #: Site variables that no role declares: read by validation, the inventories or set by a stage.
 EXTRA_VARS = {
-    "mlperf_campaign", "mlperf_slurm_time", "mlperf_modeldir", "mlperf_local_root",
     # set by the stages themselves (facts), never by an inventory
     "mlperf_spec", "mlperf_campaign_id", "mlperf_campaign_dir", "mlperf_scored_sets",
     "mlperf_image", "mlperf_image_digest", "mlperf_result_set",
@@ -68,6 +67,7 @@ MAX_NUMBER = 10 ** 6
 RELATIVE_OK = {"slurm_job_template"}
 #: Variables holding secrets: a message names them but never shows their value.
 SECRET_RE = re.compile(r"(token|secret|password|passwd|extra_env)", re.IGNORECASE)
+SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
@@ -335,9 +335,17 @@ def declared_problems(site: Mapping[str, Any], roles_dir: str | None = None) -> 
                 ": no stage reads it (see roles/*/meta/argument_specs.yml)"
             problems.append(f"{name} is not a variable of mlperf-repro{hint}")
             continue
-        if name in SITE_VARS or name in EXTRA_VARS or name not in options:
-            if name in ("mlperf_modeldir", "mlperf_local_root") and site[name] not in (None, ""):
+        if name in ("mlperf_modeldir", "mlperf_local_root"):
+            if site[name] not in (None, ""):
                 problems.extend(_path_problems(name, site[name]))
+            continue
+        if name == "mlperf_slurm_time":
+            if site[name] is not None and not SLURM_TIME_RE.match(str(site[name])):
+                problems.append(f"mlperf_slurm_time must be a Slurm time limit like 60:00:00 or "
+                                f"2-00:00:00, got {site[name]!r}")
+            continue
+        if name in SITE_VARS or name in EXTRA_VARS or name not in options \
+                or options[name].get("type") == "raw" and name not in NUMBER_LIMITS:
             continue
         problems.extend(_option_problems(name, site[name], options[name]))
     return problems
@@ -378,6 +386,8 @@ def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[s
         if value == "":
             return []
         return _path_problems(name, value, relative_ok=name in RELATIVE_OK)
+    if name in ("render_slurm_time", "slurm_job_time") and not SLURM_TIME_RE.match(str(value)):
+        return [f"{name} must be a Slurm time limit like 60:00:00 or 2-00:00:00, got {value!r}"]
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             return [f"{name} must be a string, got {_shown(name, value)} ({type_name(value)})"]

@@ -125,6 +125,8 @@ INVENTORY = [
     ({"rocm_reboot_timeout": 0}, "rocm_reboot_timeout", "from 1 to 86400"),
     ({"data_script_min_free_gb": -3}, "data_script_min_free_gb", "must be a number from 0"),
     # -- lists, mappings and strings that go into job.sh
+    ({"mlperf_slurm_time": "forever"}, "mlperf_slurm_time", "must be a Slurm time limit like 60:00:00"),
+    ({"slurm_job_time": "60:00:00\nsrun rm"}, "slurm_job_time", "must be a Slurm time limit"),
     ({"render_slurm_comment": "x\nrm -rf /"}, "render_slurm_comment", "control characters"),
     ({"slurm_job_partition": ["gpu"]}, "slurm_job_partition", "must be a string, got ['gpu'] (list)"),
     ({"render_slurm_extra_options": "--exclusive"}, "render_slurm_extra_options", "must be a list"),
