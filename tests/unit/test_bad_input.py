@@ -444,3 +444,21 @@ def test_no_internal_type_name_reaches_a_message(inventory_run):
     text = run.stdout + run.stderr
     assert "_AnsibleTagged" not in text and "Module failed." not in text
     assert not re.search(r"\((str|int|dict|bool|NoneType|float|_Ansible\w+)\)", text)
+
+
+def test_cli_run_names_each_bad_value_and_changes_nothing(tmp_path):
+    """`mlperf-repro run` (ansible-runner, site.yml on inventory/local) with one value of each
+    class: a typo, a launch-owned site value, a relative path, a string boolean."""
+    proc = subprocess.run(
+        [str(BIN / "mlperf-repro"), "run", "--plain", "--private-data-dir", str(tmp_path / "runner"),
+         "-e", f"mlperf_local_root={tmp_path}/root", "-e", f"mlperf_results_dir={tmp_path}/results",
+         "-e", "mlperf_nexpp=3", "-e", '{"mlperf_site_env": {"SEED": "7"}}',
+         "-e", "mlperf_logdir=logs", "-e", '{"campaign_wait": "no"}'],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for words in ("mlperf_nexpp is not a variable of mlperf-repro: did you mean mlperf_nexp?",
+                  "mlperf_site_env.SEED cannot be set", "mlperf_logdir must be an absolute path",
+                  "campaign_wait must be a boolean"):
+        assert words in proc.stdout, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "root").exists() and not (tmp_path / "results").exists()

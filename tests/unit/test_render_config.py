@@ -104,13 +104,14 @@ def test_a_site_value_replaces_a_catalog_expression_literally(tmp_path):
 
 
 def test_only_declared_catalog_expressions_expand(tmp_path):
-    spec = load_catalog().resolve("flux1", "MI325X_08x08x32")
+    spec = load_catalog().resolve("flux1", "MI325X_08x08x32", {"SITE": "a$b 'c'"})
     text = render(spec, tmp_path).read_text()
-    assert "export LEARNING_RATE=\"${LEARNING_RATE:-0.00025}\"" in text
-    assert "export DGXSYSTEM='MI325X_08x08x32'" in text
     exports = [line for line in text.splitlines() if line.startswith("export ")]
-    assert exports and not any("$(" in line and "$((" not in line for line in exports)
-    assert "export MLPERF_SUBMISSION_PLATFORM='MI325X'" in exports
+    assert 'export LEARNING_RATE="${LEARNING_RATE:-0.00025}"' in exports
+    # a plain value is written as in AMD's files; one with any other character single-quoted
+    assert 'export DGXSYSTEM="MI325X_08x08x32"' in exports
+    assert "export SITE='a$b '\\''c'\\'''" in exports
+    assert not any("$(" in line and "$((" not in line for line in exports)
     assert set(spec["env_expressions"]) >= {"LEARNING_RATE", "WALLTIME"}
 
 
@@ -126,3 +127,30 @@ def test_a_name_computed_with_in_arithmetic_must_be_an_integer(tmp_path):
         catalog.resolve("llama31_8b", "MI355X_1x8x1", {"EVAL_SAMPLES_INTERVAL": "a[$(touch x)]"})
     spec = catalog.resolve("llama31_8b", "MI355X_1x8x1", {"EVAL_SAMPLES_INTERVAL": 24576})
     assert source(render(spec, tmp_path))["PRIMUS_EVAL_INTERVAL"] == "768"
+
+
+def test_the_render_stage_writes_site_values_that_run_nothing(tmp_path):
+    """The real thing: ansible-playbook renders config_CPU_1x1x1.sh on inventory/local with
+    hostile site values; bash sources it; nothing runs and every value arrives as written."""
+    import json
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    bin_dir = Path(sys.executable).parent
+    marker = tmp_path / "executed"
+    values = {f"SITE_{i}": v.format(marker=marker) for i, v in enumerate(SITE_VALUES) if v.strip()}
+    extra = {"mlperf_local_root": str(tmp_path / "root"), "mlperf_results_dir": str(tmp_path / "results"),
+             "mlperf_site_env": values}
+    proc = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "site.yml", "-i", "inventory/local", "--tags", "render",
+         "-e", json.dumps(extra)], cwd=root, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert not marker.exists()
+    config = tmp_path / "root" / "work" / "code" / "smoke" / "config_CPU_1x1x1.sh"
+    env = source(config)
+    assert not marker.exists(), config.read_text()
+    for name, value in values.items():
+        assert env[name] == value, name
+    assert env["DGXSYSTEM"] == "CPU_1x1x1"
