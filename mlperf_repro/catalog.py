@@ -312,7 +312,7 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
 
 def _mapping(value: Any, where: str, path: Path) -> dict:
     if not isinstance(value, dict):
-        raise CatalogError(f"{path}: {where}: expected a mapping, got {type(value).__name__}")
+        raise CatalogError(f"{path}: {where}: expected a mapping, got {type_name(value)}")
     return value
 
 
