@@ -67,6 +67,7 @@ MAX_NUMBER = 10 ** 6
 RELATIVE_OK = {"slurm_job_template"}
 #: Variables holding secrets: a message names them but never shows their value.
 SECRET_RE = re.compile(r"(token|secret|password|passwd|extra_env)", re.IGNORECASE)
+PARTITION_RE = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -182,6 +183,10 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         if _unfilled(site.get("mlperf_slurm_partition")):
             problems.append(f"mlperf_slurm_partition is not set: {bench.name} on {plat.name} is "
                             f"launched with sbatch")
+        elif not PARTITION_RE.match(str(site.get("mlperf_slurm_partition"))):
+            problems.append(f"mlperf_slurm_partition must be a Slurm partition name (letters, "
+                            f"digits, '_', '-', '.'; several comma-separated), got "
+                            f"{site.get('mlperf_slurm_partition')!r}")
         if not groups.get("mlperf_submit"):
             problems.append("inventory group mlperf_submit is empty: name the Slurm submit host")
         if site.get("mlperf_shared_storage") is not True:
@@ -374,8 +379,12 @@ def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[s
             return [f"{name} must be {what} from {low} to {high}, got {_shown(name, value)}"]
         return []
     if kind == "list":
-        return [] if isinstance(value, list) else \
-            [f"{name} must be a list, got {_shown(name, value)} ({type_name(value)})"]
+        if not isinstance(value, list):
+            return [f"{name} must be a list, got {_shown(name, value)} ({type_name(value)})"]
+        # items go into job.sh's #SBATCH lines and command lines: a newline would start a command
+        bad = [i for i, item in enumerate(value) if isinstance(item, str) and CONTROL_RE.search(item)]
+        return [f"{name}[{i}] must not contain control characters (newline, tab, ...), got "
+                f"{_shown(name, value[i])}" for i in bad]
     if kind == "dict":
         if not isinstance(value, Mapping):
             return [f"{name} must be a mapping, got {_shown(name, value)} ({type_name(value)})"]

@@ -169,6 +169,9 @@ INVENTORY = [
     ({"campaign_extra_env": {"A-B": "1"}}, "campaign_extra_env", "'A-B' is not a valid environment variable name"),
     # -- Slurm benchmarks
     (dict(FLUX, mlperf_slurm_partition="FILL_IN"), "mlperf_slurm_partition", "is not set"),
+    (dict(FLUX, mlperf_slurm_partition="gpu\nrm -rf /"), "mlperf_slurm_partition", "must be a Slurm partition name"),
+    ({"render_slurm_extra_options": ["--exclusive", "--x\nsrun rm"]}, "render_slurm_extra_options[1]",
+     "must not contain control characters"),
     (dict(FLUX, mlperf_shared_storage=False), "mlperf_shared_storage", "must be true for flux1"),
 ]
 
