@@ -2,6 +2,15 @@
 
 Each problem is one sentence naming the variable and what was expected. Used by the
 ``validate`` role (through the ``mlperf_validate_hosts`` filter), the CLI and the tests.
+
+What is checked: the catalog names; every ``mlperf_*`` or role-prefixed variable a host has is
+one the roles declare (meta/argument_specs.yml) or SITE_VARS/EXTRA_VARS (else the closest known
+name is suggested); declared variables have their type (a boolean is never a string), numbers
+their range (NUMBER_LIMITS), paths are absolute with no ``..`` or control character; the run
+count is the benchmark's unless ``mlperf_allow_partial: true``; the campaign name is a plain
+name; site values (``mlperf_site_env``) never name what the launch sets (LAUNCH_OWNED) and are
+integers where a config computes with them; the groups the selected stages need exist; no node
+is in mlperf_nodes twice (by name or by address). A secret's value is never shown.
 """
 
 from __future__ import annotations
