@@ -56,6 +56,14 @@ def _host_var(hostvars, host, name, default=None):
     return default if value is None else value
 
 
+def _host_names(hostvars, host):
+    """The variable names a host has (inventory, group_vars, extra vars), or none."""
+    try:
+        return [str(name) for name in hostvars[host].keys()]
+    except Exception:  # noqa: BLE001 - an unknown host
+        return []
+
+
 def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags=None,
                           catalog_path=None):
     """``{problems, specs}`` for every host: ``ansible_play_hosts_all | mlperf_validate_hosts(hostvars, groups, ...)``."""
@@ -63,12 +71,22 @@ def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags
         cat = _load(catalog_path)
     except _catalog.CatalogError as exc:
         return {"problems": [f"catalog: {exc}"], "specs": {}}
-    sites = {}
+    sites, addresses = {}, {}
+    nodes = set((groups or {}).get("mlperf_nodes") or [])
     for host in hosts:
         site = {name: _host_var(hostvars, host, name, default) for name, default in _site.SITE_VARS.items()}
+        # every project variable the host has (mlperf_* and role-prefixed): unknown names and
+        # declared role variables of the wrong type are found before any host is changed
+        for name in _host_names(hostvars, host):
+            if name not in site and _site.is_project_variable(name):
+                site[name] = _host_var(hostvars, host, name)
         site.update(ansible_run_tags=list(run_tags or []), ansible_skip_tags=list(skip_tags or []))
         sites[host] = site
-    return _site.validate_hosts(sites, dict(groups or {}), cat)
+        if host in nodes:
+            addresses[host] = _site.node_address(
+                _host_var(hostvars, host, "ansible_connection"), _host_var(hostvars, host, "ansible_host"),
+                _host_var(hostvars, host, "ansible_port"), host, site.get("mlperf_logdir"))
+    return _site.validate_hosts(sites, dict(groups or {}), cat, addresses)
 
 
 def mlperf_preflight_table(rows):

@@ -19,8 +19,19 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: AMD's config names: <GPU>_<nodes>x<gpus per node>x<per-GPU batch or variant>.
 SYSTEM_RE = re.compile(r"^(?P<gpu>[A-Z][A-Z0-9]*)_(?P<nodes>\d+)x(?P<gpus>\d+)x(?P<variant>\d+)$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Characters that would break out of the double quotes the template renders values in.
-UNSAFE_VALUE_RE = re.compile(r'["`\\\n\r]')
+#: Characters a value cannot hold in a shell file (bash strings end at NUL).
+UNSAFE_VALUE_RE = re.compile("\0")
+#: An integer, the only value a name read by a catalog ``$(( ... ))`` may have: bash evaluates a
+#: variable's value inside arithmetic again, and ``a[$(cmd)]`` there runs ``cmd``.
+INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+#: ``${NAME}``, ``${NAME[0]}``, ``${NAME:-word}`` (and ``-``, ``:=``, ``=``, ``:+``, ``+``, ``#``,
+#: ``##``, ``%``, ``%%``) with a literal word: the parameter expansions an expression may hold.
+_PARAM_RE = re.compile(r"\$\{(?P<name>" + _NAME + r")(?:\[[0-9]+\])?"
+                       r"(?:(?::-|:=|:\+|-|=|\+|##|#|%%|%)[A-Za-z0-9_.,:/*+@%=-]*)?\}")
+_VAR_RE = re.compile(r"\$" + _NAME)
+_ARITH_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_ \t+-*/%<>=!&|^~?:,")
+_ARITH_NAME_RE = re.compile(r"(?<![0-9A-Za-z_])" + _NAME)
 LAUNCH_MODES = ("docker", "slurm", "local")
 DIRECTIONS = ("lower", "higher")
 RECIPES = ("container_script", "r2", "r2_then_convert", "synthetic")
@@ -48,6 +59,10 @@ class Platform:
     site_env: dict[str, str]
     provenance: str
     reference: Reference | None
+    #: Names whose catalog value is a shell expression (rendered in double quotes).
+    expressions: frozenset = frozenset()
+    #: Names this config reads inside ``$(( ... ))``: their values must be integers.
+    arithmetic_names: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -104,8 +119,15 @@ class Catalog:
         plat = bench.platform(platform)
         env = dict(plat.env)
         env.update(plat.site_env)
+        expressions = set(plat.expressions)
         for key, value in (site_env or {}).items():
-            env[str(key)] = _env_value(value, f"site_env.{key}", Path("inventory"))
+            # a site value is data: always literal, rendered single-quoted (render role)
+            env[str(key)] = site_value(value, f"mlperf_site_env.{key}")
+            expressions.discard(str(key))
+            if str(key) in plat.arithmetic_names and not INTEGER_RE.match(env[str(key)]):
+                raise CatalogError(
+                    f"mlperf_site_env.{key}: expected an integer ({plat.name}'s config computes "
+                    f"with it in $((...))), got {env[str(key)]!r}")
         return {
             "benchmark": bench.name,
             "title": bench.title,
@@ -128,6 +150,8 @@ class Catalog:
             "config_preamble": bench.config_preamble,
             "config_file": f"config_{plat.name}.sh",
             "env": env,
+            # names whose value is a shell expression; every other value is literal data
+            "env_expressions": [name for name in env if name in expressions],
             "provenance": plat.provenance,
             "reference": None if plat.reference is None else {
                 "score_minutes": plat.reference.score_minutes,
@@ -194,7 +218,7 @@ def _benchmark(name: str, spec: Any, path: Path) -> Benchmark:
         isinstance(v, str) and ENV_NAME_RE.match(v) for v in required_env
     ):
         raise CatalogError(f"{path}: {where}.required_env: expected a list of variable names")
-    common_env = _env(spec.get("common_env", {}), f"{where}.common_env", path)
+    common_env, common_expressions = _env(spec.get("common_env", {}), f"{where}.common_env", path)
     platforms = _mapping(spec.get("platforms"), f"{where}.platforms", path)
     if not platforms:
         raise CatalogError(f"{path}: {where}.platforms: expected at least one platform")
@@ -223,19 +247,35 @@ def _benchmark(name: str, spec: Any, path: Path) -> Benchmark:
     )
     for pname, pspec in platforms.items():
         bench.platforms[str(pname)] = _platform(str(pname), pspec, bench, common_env,
-                                                f"{where}.platforms.{pname}", path)
+                                                common_expressions, f"{where}.platforms.{pname}",
+                                                path)
     return bench
 
 
 def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str],
-              where: str, path: Path) -> Platform:
+              common_expressions: set[str], where: str, path: Path) -> Platform:
     spec = _mapping(spec, where, path)
     match = SYSTEM_RE.match(name)
     if not match:
         raise CatalogError(
             f"{path}: {where}: expected a config name like MI355X_1x8x1 or MI325X_08x08x32")
-    env = dict(common_env)
-    env.update(_env(spec.get("env", {}), f"{where}.env", path))
+    env, expressions = dict(common_env), set(common_expressions)
+    own_env, own_expressions = _env(spec.get("env", {}), f"{where}.env", path)
+    expressions = (expressions - set(own_env)) | own_expressions
+    env.update(own_env)
+    site_env, site_expressions = _env(spec.get("site_env", {}), f"{where}.site_env", path)
+    expressions = (expressions - set(site_env)) | site_expressions
+    arithmetic = set()
+    for key in expressions:
+        arithmetic |= expression_arithmetic_names(site_env.get(key, env.get(key, "")))
+    merged = dict(env, **site_env)
+    for key in sorted(arithmetic):
+        if key in merged and key not in expressions and not INTEGER_RE.match(merged[key]):
+            origin = (f"{where}.site_env" if key in site_env else f"{where}.env" if key in own_env
+                      else f"{where.rsplit('.platforms.', 1)[0]}.common_env")
+            raise CatalogError(
+                f"{path}: {origin}.{key}: expected an integer (read inside $((...)) by "
+                f"{where}), got {merged[key]!r}")
     if env.get("DGXSYSTEM") != name:
         raise CatalogError(
             f"{path}: {where}.env.DGXSYSTEM: expected {name!r} (the config name), "
@@ -262,15 +302,17 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
         gpus_per_node=int(match.group("gpus")),
         launch=launch,
         env=env,
-        site_env=_env(spec.get("site_env", {}), f"{where}.site_env", path),
+        site_env=site_env,
         provenance=_string(spec.get("provenance"), f"{where}.provenance", path),
         reference=reference,
+        expressions=frozenset(expressions),
+        arithmetic_names=frozenset(arithmetic),
     )
 
 
 def _mapping(value: Any, where: str, path: Path) -> dict:
     if not isinstance(value, dict):
-        raise CatalogError(f"{path}: {where}: expected a mapping, got {type(value).__name__}")
+        raise CatalogError(f"{path}: {where}: expected a mapping, got {type_name(value)}")
     return value
 
 
@@ -298,9 +340,10 @@ def _choice(value: Any, choices: tuple[str, ...], where: str, path: Path) -> str
     return value
 
 
-def _env(value: Any, where: str, path: Path) -> dict[str, str]:
+def _env(value: Any, where: str, path: Path) -> tuple[dict[str, str], set[str]]:
+    """``(env, names whose value is a shell expression)`` of one env mapping."""
     value = _mapping(value, where, path)
-    env = {}
+    env, expressions = {}, set()
     for key, val in value.items():
         if not isinstance(key, str) or not ENV_NAME_RE.match(key):
             raise CatalogError(f"{path}: {where}: {key!r} is not a valid environment variable name")
@@ -308,8 +351,23 @@ def _env(value: Any, where: str, path: Path) -> dict[str, str]:
             raise CatalogError(
                 f"{path}: {where}.NEXP: NEXP must not be in a config (AMD's LoRA config resets it "
                 "when sourced); set mlperf_nexp in the inventory instead")
+        if isinstance(val, dict):
+            if set(val) != {"expr"} or not isinstance(val["expr"], str):
+                raise CatalogError(
+                    f"{path}: {where}.{key}: expected a string or {{expr: \"<shell expression>\"}}, "
+                    f"got {val!r}")
+            problem = expression_problem(val["expr"])
+            if problem:
+                raise CatalogError(f"{path}: {where}.{key}.expr: {problem}")
+            env[key] = val["expr"]
+            expressions.add(key)
+            continue
         env[key] = _env_value(val, f"{where}.{key}", path)
-    return env
+        if "$" in env[key]:
+            raise CatalogError(
+                f"{path}: {where}.{key}: value {env[key]!r} holds a $ but is literal data "
+                "(rendered single-quoted); declare it {expr: \"...\"} if the shell must expand it")
+    return env, expressions
 
 
 def _env_value(value: Any, where: str, path: Path) -> str:
@@ -318,7 +376,113 @@ def _env_value(value: Any, where: str, path: Path) -> str:
             f"{path}: {where}: expected a string (quote YAML booleans and numbers), got {value!r}")
     text = str(value)
     if UNSAFE_VALUE_RE.search(text):
-        raise CatalogError(
-            f"{path}: {where}: value {text!r} contains a double quote, backquote, backslash or "
-            "newline, which cannot be rendered safely into a config file")
+        raise CatalogError(f"{path}: {where}: value {text!r} contains a NUL character")
     return text
+
+
+def site_value(value: Any, where: str) -> str:
+    """A site value (``mlperf_site_env``) as the literal text a config file will hold.
+
+    Any character but NUL: the value is data, rendered single-quoted, never expanded.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise CatalogError(f"{where}: expected a string or a number, got {type_name(value)}")
+    text = str(value)
+    if UNSAFE_VALUE_RE.search(text):
+        raise CatalogError(f"{where}: contains a NUL character, which a shell variable cannot hold")
+    return text
+
+
+def type_name(value: Any) -> str:
+    """A plain name for a value's type (never Ansible's internal class names)."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (Mapping, "mapping"), (list, "list"), (tuple, "list"), (set, "list")):
+        if isinstance(value, kind):
+            return name
+    return "value of another kind"
+
+
+def expression_problem(text: str) -> str | None:
+    """Why ``text`` is not an allowed shell expression, or None.
+
+    Allowed: literal text, ``$NAME``, the parameter expansions of ``_PARAM_RE`` with literal
+    words, and ``$(( arithmetic ))`` over names, numbers and those expansions. Refused: command
+    substitution (``$(``, backquotes), process substitution, backslashes, double quotes,
+    newlines and any other ``$`` form: nothing in a catalog value may run a command.
+    """
+    i = 0
+    while i < len(text):
+        if text.startswith("$((", i):
+            end = _arithmetic_end(text, i + 3)
+            if isinstance(end, str):
+                return f"{end} in {text!r}"
+            i = end
+        elif text.startswith("${", i):
+            match = _PARAM_RE.match(text, i)
+            if not match:
+                return (f"{text[i:]!r}: only ${{NAME}}, ${{NAME[0]}} and ${{NAME:-word}}-style "
+                        "expansions with a literal word are allowed")
+            i = match.end()
+        elif text[i] == "$":
+            match = _VAR_RE.match(text, i)
+            if not match:
+                return (f"{text[i:]!r}: only $NAME, ${{NAME...}} and $((...)) may expand "
+                        "(no command substitution)")
+            i = match.end()
+        elif text[i] in '`\\"\n\r\0':
+            return f"{text!r} holds {text[i]!r}, which could run a command or end the quoting"
+        elif text.startswith(("<(", ">("), i):
+            return f"{text!r} holds a process substitution"
+        else:
+            i += 1
+    return None
+
+
+def _arithmetic_end(text: str, i: int) -> int | str:
+    """The index after the ``))`` closing ``$((`` (body starts at ``i``), or why not allowed."""
+    depth = 0
+    while i < len(text):
+        if text.startswith("))", i) and depth == 0:
+            return i + 2
+        char = text[i]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                return "an unbalanced ')' in $((...))"
+            depth -= 1
+        elif text.startswith("${", i):
+            match = _PARAM_RE.match(text, i)
+            if not match:
+                return f"{text[i:]!r} inside $((...)) is not a plain ${{NAME...}} expansion"
+            i = match.end()
+            continue
+        elif char == "$":
+            match = _VAR_RE.match(text, i)
+            if not match:
+                return "a $ inside $((...)) that is not $NAME (no command substitution)"
+            i = match.end()
+            continue
+        elif char not in _ARITH_CHARS:
+            return f"{char!r} inside $((...)): only names, numbers and operators are allowed"
+        i += 1
+    return "a $(( without its closing ))"
+
+
+def expression_arithmetic_names(text: str) -> set[str]:
+    """The names an expression reads inside ``$(( ... ))`` (their values are evaluated again)."""
+    names: set[str] = set()
+    i = 0
+    while True:
+        start = text.find("$((", i)
+        if start < 0:
+            return names
+        end = _arithmetic_end(text, start + 3)
+        if isinstance(end, str):
+            return names
+        body = text[start + 3:end - 2]
+        # the words of ${NAME:-word} are literal, but a name there is still a name to check
+        names |= set(_ARITH_NAME_RE.findall(body))
+        i = end

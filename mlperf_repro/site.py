@@ -2,26 +2,90 @@
 
 Each problem is one sentence naming the variable and what was expected. Used by the
 ``validate`` role (through the ``mlperf_validate_hosts`` filter), the CLI and the tests.
+
+What is checked: the catalog names; every ``mlperf_*`` or role-prefixed variable a host has is
+one the roles declare (meta/argument_specs.yml) or SITE_VARS/EXTRA_VARS (else the closest known
+name is suggested); declared variables have their type (a boolean is never a string), numbers
+their range (NUMBER_LIMITS), paths are absolute with no ``..`` or control character; the run
+count is the benchmark's unless ``mlperf_allow_partial: true``; the campaign name is a plain
+name; site values (``mlperf_site_env``) never name what the launch sets (LAUNCH_OWNED) and are
+integers where a config computes with them; the groups the selected stages need exist; no node
+is in mlperf_nodes twice (by name or by address). A secret's value is never shown.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import ipaddress
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
-from .catalog import Catalog, CatalogError, UNSAFE_VALUE_RE, load_catalog
+import yaml
+
+from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, UNSAFE_VALUE_RE, load_catalog,
+                      type_name)
 
 FILL_IN = "FILL_IN"
 RUNTIMES = ("docker", "podman", "none")
 TUNABLE_MODES = ("apply", "check", "reset", "off")
 PATH_VARS = ("mlperf_datadir", "mlperf_logdir", "mlperf_workdir")
-BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision")
+BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision", "mlperf_allow_partial")
+#: Where the roles are (their meta/argument_specs.yml declare every role variable).
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+#: Site variables that no role declares: read by validation, the inventories or set by a stage.
+EXTRA_VARS = {
+    # set by the stages themselves (facts), never by an inventory
+    "mlperf_spec", "mlperf_campaign_id", "mlperf_campaign_dir", "mlperf_scored_sets",
+    "mlperf_image", "mlperf_image_digest", "mlperf_result_set",
+}
+#: Variables the launch itself sets: a site value (mlperf_site_env) naming one is refused.
+LAUNCH_OWNED = {
+    "NEXP": "mlperf_nexp", "SEED": "the campaign runner (one seed per run)",
+    "ROOT_SEED": "the campaign runner", "DGXSYSTEM": "mlperf_system",
+    "DGXNNODES": "mlperf_system (the config name)", "DGXNGPU": "mlperf_system (the config name)",
+    "CONFIG_FILENAME": "the config's own name", "MLLOG_CONFIG_FILENAME": "the config's own name",
+    "PATH": "the node", "PYTHON": "campaign_python", "DATADIR": "mlperf_datadir",
+    "LOGDIR": "mlperf_logdir", "CODEDIR": "the render stage", "CONT": "the catalog's image",
+    "MODEL": "mlperf_modeldir", "MODELDIR": "mlperf_modeldir",
+    "HF_TOKEN": "campaign_hf_token (a secret never goes into a config file)",
+    "MLLOG_SUBMISSION_ORG": "the catalog (the MLLOG identity of the system)",
+    "MLLOG_SUBMISSION_PLATFORM": "the catalog (the MLLOG identity of the system)",
+    "MLLOG_SUBMISSION_BENCHMARK": "the catalog (the MLLOG identity of the system)",
+    "MLLOG_SUBMISSION_DIVISION": "the catalog (the MLLOG identity of the system)",
+    "MLLOG_SUBMISSION_STATUS": "the catalog (the MLLOG identity of the system)",
+    "MLPERF_SUBMISSION_ORG": "the catalog (the MLLOG identity of the system)",
+    "MLPERF_SUBMISSION_PLATFORM": "the catalog (the MLLOG identity of the system)",
+    "MLPERF_SUBMISSION_BENCHMARK": "the catalog (the MLLOG identity of the system)",
+}
+#: Bounds of numeric role variables: (least, most). Others: at least 0, at most MAX_NUMBER.
+NUMBER_LIMITS = {
+    "mlperf_nexp": (1, 1000), "render_slurm_nexp": (1, 1000),
+    "campaign_poll_seconds": (1, 86400), "slurm_job_poll_seconds": (1, 86400),
+    "campaign_timeout_hours": (0.01, 8760), "slurm_job_timeout_hours": (0.01, 8760),
+    "data_workers": (1, 1024), "data_retries": (0, 100), "docker_pull_retries": (0, 100),
+    "docker_pull_delay": (0, 3600), "shared_storage_marker_retries": (0, 100),
+    "shared_storage_marker_delay": (0, 3600), "rocm_reboot_timeout": (1, 86400),
+    "preflight_expected_gpu_count": (1, 64), "data_convert_space_factor": (0.01, 100),
+    "preflight_logdir_need_gb": (0, 10 ** 6), "preflight_workdir_need_gb": (0, 10 ** 6),
+    "data_script_min_free_gb": (0, 10 ** 6), "slurm_job_tail_lines": (0, 10 ** 5),
+}
+MAX_NUMBER = 10 ** 6
+#: Path variables that may be relative (resolved by Ansible against a role's templates).
+RELATIVE_OK = {"slurm_job_template"}
+#: Variables holding secrets: a message names them but never shows their value.
+SECRET_RE = re.compile(r"(token|secret|password|passwd|extra_env)", re.IGNORECASE)
+PARTITION_RE = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
+SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
               "render", "run", "collect", "score", "report", "deep_verify")
 VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_container_runtime",
-            *PATH_VARS, "mlperf_results_dir", *BOOL_VARS)
+            *PATH_VARS, "mlperf_results_dir", "mlperf_shared_storage", "mlperf_provision")
 
 
 #: A host pattern that matches no host: the play is skipped with "no hosts matched".
@@ -75,42 +139,33 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     for name in BOOL_VARS:
         value = site.get(name)
         if name in site and not _unfilled(value) and not isinstance(value, bool):
-            problems.append(f"{name} must be a boolean (true/false without quotes; on the "
-                            f"command line -e '{{\"{name}\": true}}'), got {value!r} "
-                            f"({type(value).__name__})")
-    nexp = site.get("mlperf_nexp")
-    if isinstance(nexp, str) and nexp.strip().isdigit():
-        nexp = int(nexp)  # `-e mlperf_nexp=3` on the command line arrives as a string
-    if "mlperf_nexp" in site and not _unfilled(nexp):
-        if isinstance(nexp, bool) or not isinstance(nexp, int) or nexp < 1:
+            problems.append(_bool_problem(name, value))
+    nexp = _integer(site.get("mlperf_nexp"))
+    if "mlperf_nexp" in site and not _unfilled(site.get("mlperf_nexp")):
+        if nexp is None or nexp < 1:
             problems.append(f"mlperf_nexp must be a positive integer (10 for a submission), "
-                            f"got {nexp!r}")
+                            f"got {site.get('mlperf_nexp')!r}")
+        elif nexp > NUMBER_LIMITS["mlperf_nexp"][1]:
+            problems.append(f"mlperf_nexp must be at most {NUMBER_LIMITS['mlperf_nexp'][1]} "
+                            f"(10 for a submission), got {nexp}")
     runtime = site.get("mlperf_container_runtime")
     if runtime is not None and not _unfilled(runtime) and runtime not in RUNTIMES:
         problems.append(f"mlperf_container_runtime must be one of {', '.join(RUNTIMES)}, "
                         f"got {runtime!r}")
-    for name in PATH_VARS:
+    for name in (*PATH_VARS, "mlperf_results_dir"):
         value = site.get(name)
-        if not _unfilled(value) and (not isinstance(value, str) or not value.startswith("/")):
-            problems.append(f"{name} must be an absolute path, got {value!r}")
+        if not _unfilled(value):
+            problems.extend(_path_problems(name, value))
     mode = site.get("tunables_mode", "off")
     if mode not in TUNABLE_MODES:
         problems.append(f"tunables_mode must be one of {', '.join(TUNABLE_MODES)}, got {mode!r}")
-    site_env = site.get("mlperf_site_env") or {}
-    if not isinstance(site_env, Mapping):
-        problems.append(f"mlperf_site_env must be a mapping of variable names to values, "
-                        f"got {type(site_env).__name__}")
-        site_env = {}
-    for key, value in site_env.items():
-        if _unfilled(value):
-            problems.append(f"mlperf_site_env.{key} is not set: fill it in the inventory "
-                            f"(it is {value!r})")
-        elif not isinstance(value, (str, int, float)) or isinstance(value, bool) \
-                or UNSAFE_VALUE_RE.search(str(value)):
-            problems.append(f"mlperf_site_env.{key} must be a plain string without quotes, "
-                            f"backslashes or newlines, got {value!r}")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
-            problems.append(f"mlperf_site_env: {key!r} is not a valid environment variable name")
+    campaign = site.get("mlperf_campaign")
+    if campaign not in (None, "") and (not isinstance(campaign, str) or not CAMPAIGN_RE.match(campaign)
+                                       or campaign in (".", "..")):
+        problems.append(f"mlperf_campaign must be a plain name (letters, digits, '.', '_', '-'; "
+                        f"a directory under the log directory, e.g. 20260105T101500Z), got {campaign!r}")
+    problems.extend(_site_env_problems(site.get("mlperf_site_env"), "mlperf_site_env"))
+    problems.extend(declared_problems(site))
 
     nodes = list(groups.get("mlperf_nodes") or [])
     if not nodes:
@@ -137,6 +192,10 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         if _unfilled(site.get("mlperf_slurm_partition")):
             problems.append(f"mlperf_slurm_partition is not set: {bench.name} on {plat.name} is "
                             f"launched with sbatch")
+        elif not PARTITION_RE.match(str(site.get("mlperf_slurm_partition"))):
+            problems.append(f"mlperf_slurm_partition must be a Slurm partition name (letters, "
+                            f"digits, '_', '-', '.'; several comma-separated), got "
+                            f"{site.get('mlperf_slurm_partition')!r}")
         if not groups.get("mlperf_submit"):
             problems.append("inventory group mlperf_submit is empty: name the Slurm submit host")
         if site.get("mlperf_shared_storage") is not True:
@@ -145,10 +204,258 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         if nodes and len(nodes) != plat.nodes:
             problems.append(f"mlperf_nodes has {len(nodes)} hosts but {plat.name} runs on "
                             f"{plat.nodes} nodes (config name NNxGGxMM)")
-    if isinstance(nexp, int) and not isinstance(nexp, bool) and 0 < nexp < bench.runs \
-            and not site.get("mlperf_allow_partial", False):
-        problems.append(f"mlperf_nexp is {nexp} but a score needs {bench.runs} runs: set "
-                        f"mlperf_allow_partial: true for a smoke run (scored, marked not valid)")
+    if nexp is not None and 0 < nexp <= NUMBER_LIMITS["mlperf_nexp"][1] and nexp != bench.runs \
+            and site.get("mlperf_allow_partial", False) is not True:
+        problems.append(f"mlperf_nexp is {nexp} but a score needs exactly {bench.runs} runs: set "
+                        f"mlperf_allow_partial: true for another count (scored, marked not valid)")
+    for owner in ("mlperf_site_env", "campaign_extra_env"):
+        env = site.get(owner)
+        if isinstance(env, Mapping):
+            for key in sorted(set(map(str, env)) & plat.arithmetic_names):
+                value = env.get(key)
+                if not _unfilled(value) and (isinstance(value, bool)
+                                             or not INTEGER_RE.match(str(value))):
+                    problems.append(f"{owner}.{key} must be an integer: {plat.name}'s config "
+                                    f"computes with it in $((...)), got {_shown(owner, value)}")
+    if "data" in selected_stages(site) and not groups.get("mlperf_staging"):
+        problems.append("inventory group mlperf_staging is empty: the data stage prepares the "
+                        "dataset on its first host; name one (usually the first node)")
+    return problems
+
+
+def selected_stages(site: Mapping[str, Any]) -> set[str]:
+    """The stages this run's --tags/--skip-tags select."""
+    run = set(site.get("ansible_run_tags") or ["all"])
+    skip = set(site.get("ansible_skip_tags") or [])
+    stages = set(KNOWN_TAGS[2:])
+    chosen = stages if run & {"all", "always", "tagged"} else run & stages
+    if "provision" in run:
+        chosen |= {"rocm", "docker"}
+    if "provision" in skip:
+        skip = skip | {"rocm", "docker"}
+    return chosen - skip
+
+
+def _integer(value: Any) -> int | None:
+    """An integer value (a digit string from ``-e name=3`` too), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and INTEGER_RE.match(value.strip()):
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _bool_problem(name: str, value: Any) -> str:
+    return (f"{name} must be a boolean (true/false without quotes; on the command line "
+            f"-e '{{\"{name}\": true}}'), got {value!r} ({type_name(value)})")
+
+
+def _path_problems(name: str, value: Any, relative_ok: bool = False) -> list[str]:
+    if not isinstance(value, str):
+        return [f"{name} must be a path (a string), got {value!r} ({type_name(value)})"]
+    problems = []
+    if not relative_ok and not value.startswith("/"):
+        problems.append(f"{name} must be an absolute path (a relative one would be resolved "
+                        f"against playbooks/), got {value!r}")
+    if ".." in value.split("/"):
+        problems.append(f"{name} must not contain a '..' component, got {value!r}")
+    if CONTROL_RE.search(value):
+        problems.append(f"{name} must not contain control characters (newline, tab, ...), "
+                        f"got {value!r}")
+    return problems
+
+
+def _site_env_problems(site_env: Any, name: str) -> list[str]:
+    problems: list[str] = []
+    if site_env is None:
+        return problems
+    if not isinstance(site_env, Mapping):
+        return [f"{name} must be a mapping of variable names to values, got {type_name(site_env)}"]
+    for key, value in site_env.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+            problems.append(f"{name}: {key!r} is not a valid environment variable name")
+            continue
+        if name == "mlperf_site_env" and key in LAUNCH_OWNED:
+            problems.append(f"{name}.{key} cannot be set: the launch sets {key} itself; it comes from "
+                            f"{LAUNCH_OWNED[key]}")
+        elif _unfilled(value) and name == "mlperf_site_env":
+            problems.append(f"{name}.{key} is not set: fill it in the inventory "
+                            f"(it is {value!r})")
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            problems.append(f"{name}.{key} must be a string or a number, got {_shown(name, value)} "
+                            f"({type_name(value)})")
+        elif UNSAFE_VALUE_RE.search(str(value)):
+            problems.append(f"{name}.{key} must not contain a NUL character")
+    return problems
+
+
+@functools.lru_cache(maxsize=8)
+def declared_options(roles_dir: str | None = None) -> dict[str, dict]:
+    """Every role variable the roles declare (meta/argument_specs.yml): name -> its option spec."""
+    options: dict[str, dict] = {}
+    for spec_file in sorted(Path(roles_dir or ROLES_DIR).glob("*/meta/argument_specs.yml")):
+        data = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
+        for entry in (data.get("argument_specs") or {}).values():
+            for name, option in ((entry or {}).get("options") or {}).items():
+                options.setdefault(str(name), dict(option or {}))
+    return options
+
+
+@functools.lru_cache(maxsize=8)
+def role_prefixes(roles_dir: str | None = None) -> tuple[str, ...]:
+    """``mlperf_`` and each role's own prefix (``campaign_``, ``slurm_job_``, ...)."""
+    roles = sorted(p.name for p in Path(roles_dir or ROLES_DIR).iterdir()
+                   if (p / "meta" / "argument_specs.yml").is_file()) \
+        if Path(roles_dir or ROLES_DIR).is_dir() else []
+    return ("mlperf_", *(f"{role}_" for role in roles))
+
+
+def known_variables(roles_dir: str | None = None) -> set[str]:
+    return set(declared_options(roles_dir)) | set(SITE_VARS) | EXTRA_VARS
+
+
+def is_project_variable(name: str, roles_dir: str | None = None) -> bool:
+    """A name validation must know: ``mlperf_*`` or a role's prefix."""
+    return name.startswith(role_prefixes(roles_dir))
+
+
+def declared_problems(site: Mapping[str, Any], roles_dir: str | None = None) -> list[str]:
+    """Unknown project variables (with the closest known name), and declared role variables
+    of the wrong type or out of range, path variables that are not absolute paths."""
+    problems: list[str] = []
+    known = known_variables(roles_dir)
+    options = declared_options(roles_dir)
+    for name in sorted(site):
+        if not isinstance(name, str) or not is_project_variable(name, roles_dir):
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f": did you mean {close[0]}?" if close else \
+                ": no stage reads it (see roles/*/meta/argument_specs.yml)"
+            problems.append(f"{name} is not a variable of mlperf-repro{hint}")
+            continue
+        if name in ("mlperf_modeldir", "mlperf_local_root"):
+            if site[name] not in (None, ""):
+                problems.extend(_path_problems(name, site[name]))
+            continue
+        if name == "mlperf_slurm_time":
+            if site[name] is not None and not SLURM_TIME_RE.match(str(site[name])):
+                problems.append(f"mlperf_slurm_time must be a Slurm time limit like 60:00:00 or "
+                                f"2-00:00:00, got {site[name]!r}")
+            continue
+        if name in SITE_VARS or name in EXTRA_VARS or name not in options \
+                or options[name].get("type") == "raw" and name not in NUMBER_LIMITS:
+            continue
+        problems.extend(_option_problems(name, site[name], options[name]))
+    return problems
+
+
+def _shown(name: str, value: Any) -> str:
+    """``value`` as a message shows it: ``repr``, or nothing of it for a secret."""
+    return "a value not shown (a secret)" if SECRET_RE.search(name) else repr(value)
+
+
+def _option_problems(name: str, value: Any, option: Mapping[str, Any]) -> list[str]:
+    kind = option.get("type", "str")
+    if value is None:
+        return []
+    if kind == "bool":
+        return [] if isinstance(value, bool) else [_bool_problem(name, value)]
+    if kind in ("int", "float") or (kind == "raw" and name in NUMBER_LIMITS):
+        number = _integer(value) if kind == "int" else _number(value)
+        if kind == "raw" and value == "":
+            return []
+        what = "an integer" if kind == "int" else "a number"
+        low, high = NUMBER_LIMITS.get(name, (0, MAX_NUMBER))
+        if number is None:
+            return [f"{name} must be {what}, got {_shown(name, value)} ({type_name(value)})"]
+        if not low <= number <= high:
+            return [f"{name} must be {what} from {low} to {high}, got {_shown(name, value)}"]
+        return []
+    if kind == "list":
+        if not isinstance(value, list):
+            return [f"{name} must be a list, got {_shown(name, value)} ({type_name(value)})"]
+        # items go into job.sh's #SBATCH lines and command lines: a newline would start a command
+        bad = [i for i, item in enumerate(value) if isinstance(item, str) and CONTROL_RE.search(item)]
+        return [f"{name}[{i}] must not contain control characters (newline, tab, ...), got "
+                f"{_shown(name, value[i])}" for i in bad]
+    if kind == "dict":
+        if not isinstance(value, Mapping):
+            return [f"{name} must be a mapping, got {_shown(name, value)} ({type_name(value)})"]
+        if name == "campaign_extra_env":
+            return _site_env_problems(value, name)
+        return []
+    if kind == "path" or re.search(r"_(dir|path|root|file|template|script|keyring|tarball)$", name):
+        if value == "":
+            return []
+        return _path_problems(name, value, relative_ok=name in RELATIVE_OK)
+    if name in ("render_slurm_time", "slurm_job_time") and not SLURM_TIME_RE.match(str(value)):
+        return [f"{name} must be a Slurm time limit like 60:00:00 or 2-00:00:00, got {value!r}"]
+    if kind == "str":
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return [f"{name} must be a string, got {_shown(name, value)} ({type_name(value)})"]
+        if "choices" in option and value not in option["choices"]:
+            return [f"{name} must be one of {', '.join(map(str, option['choices']))}, got {_shown(name, value)}"]
+        if CONTROL_RE.search(str(value)):
+            return [f"{name} must not contain control characters (newline, tab, ...), got {_shown(name, value)}"]
+    return []
+
+
+def node_address(connection: Any, host: Any, port: Any, name: str, logdir: Any = None) -> tuple:
+    """What identifies the machine an inventory name reaches: two names with one address are
+    one node (one campaign directory, reported twice)."""
+    if str(connection or "ssh") == "local":
+        return ("local", str(logdir or ""))
+    address = str(host or name).strip().lower().rstrip(".")
+    if address == "localhost":
+        address = "127.0.0.1"
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    try:
+        port = int(port) if port not in (None, "") else 22
+    except (TypeError, ValueError):
+        port = 22
+    return (address, port)
+
+
+def duplicate_node_problems(groups: Mapping[str, list], addresses: Mapping[str, tuple]) -> list[str]:
+    """Problems for mlperf_nodes naming one machine twice (one name twice, or two names)."""
+    problems = []
+    nodes = list(groups.get("mlperf_nodes") or [])
+    for host in dict.fromkeys(nodes):
+        if nodes.count(host) > 1:
+            problems.append(f"inventory group mlperf_nodes lists {host} {nodes.count(host)} times: "
+                            f"list each node once")
+    seen: dict[Any, str] = {}
+    for host in dict.fromkeys(nodes):
+        key = addresses.get(host)
+        if key is None:
+            continue
+        if key in seen:
+            where = ("this machine (local connection) with one mlperf_logdir" if key[0] == "local"
+                     else f"{key[0]} port {key[1]}")
+            problems.append(f"inventory group mlperf_nodes names one node twice: {seen[key]} and "
+                            f"{host} are both {where} (one campaign directory, reported twice); "
+                            f"list each node once")
+        else:
+            seen[key] = host
     return problems
 
 
@@ -177,12 +484,12 @@ SITE_VARS: dict[str, Any] = {
     "mlperf_workdir": None, "mlperf_results_dir": None, "mlperf_shared_storage": None,
     "mlperf_provision": None, "mlperf_site_env": {}, "mlperf_allow_partial": False,
     "mlperf_slurm_partition": None, "tunables_mode": "off", "rocm_version": None,
-    "rocm_amdgpu_version": None, "preflight_min_rocm_version": None,
+    "rocm_amdgpu_version": None, "preflight_min_rocm_version": None, "mlperf_campaign": None,
 }
 
 
 def validate_hosts(sites: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list] | None,
-                   catalog: Catalog) -> dict[str, Any]:
+                   catalog: Catalog, addresses: Mapping[str, tuple] | None = None) -> dict[str, Any]:
     """``{"problems": [...], "specs": {host: spec}}`` for every host at once.
 
     ``sites``: host -> its site values (``SITE_VARS``, plus the run's tags). Hosts with the same
@@ -197,6 +504,7 @@ def validate_hosts(sites: Mapping[str, Mapping[str, Any]], groups: Mapping[str, 
             cache[key] = validate(site, groups, catalog)
         results[host] = cache[key]
     problems = merge_host_problems({host: r["problems"] for host, r in results.items()})
+    problems += duplicate_node_problems(dict(groups or {}), dict(addresses or {}))
     specs = {} if problems else {host: r["spec"] for host, r in results.items()}
     return {"problems": problems, "specs": specs}
 

@@ -99,3 +99,36 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     bad.write_text("benchmarks: [unclosed\n")
     with pytest.raises(CatalogError, match="bad.yml: not valid YAML"):
         load_catalog(bad)
+
+
+@pytest.mark.parametrize("text", [
+    "plain", "$NAME", "${NAME}", "${NAME:-1}", "${NAME:--1}", "${BASH_SOURCE[0]##*/}",
+    "$A:$B/x:$C", "$((A / B))", "$((5 + ${NEXP:-1} * (W + 5)))", "${X:=y}", "${X%.sh}",
+])
+def test_allowed_expressions(text):
+    from mlperf_repro.catalog import expression_problem
+    assert expression_problem(text) is None
+
+
+@pytest.mark.parametrize("text", [
+    "$(id)", "`id`", "${X:-$(id)}", "$((a[$(id)]))", "$(($(id)))", "<(id)", ">(id)", "a\\b",
+    'a"b', "a\nb", "$1", "$$", "$@", "${!X}", "${X/a/b}", "$((1 + 2)", "$((1 + 2",
+])
+def test_refused_expressions(text):
+    from mlperf_repro.catalog import expression_problem
+    assert expression_problem(text) is not None
+
+
+def test_every_catalog_expression_is_declared_and_safe(catalog):
+    from mlperf_repro.catalog import expression_problem
+    seen = 0
+    for bench in catalog.benchmarks.values():
+        for plat in bench.platforms.values():
+            for name in plat.expressions:
+                value = plat.site_env.get(name, plat.env.get(name))
+                assert expression_problem(value) is None
+                seen += 1
+            for name, value in {**plat.env, **plat.site_env}.items():
+                if name not in plat.expressions:
+                    assert "$" not in value, (bench.name, plat.name, name)
+    assert seen > 20

@@ -8,10 +8,11 @@ GOOD = {
     "mlperf_workdir": "/opt/w", "mlperf_results_dir": "/r", "mlperf_shared_storage": False,
     "mlperf_provision": True, "mlperf_site_env": {}, "tunables_mode": "apply",
 }
-GROUPS = {"mlperf_nodes": ["n1"]}
+GROUPS = {"mlperf_nodes": ["n1"], "mlperf_staging": ["n1"]}
 FLUX = dict(GOOD, mlperf_benchmark="flux1", mlperf_system="MI325X_08x08x32",
             mlperf_shared_storage=True, mlperf_slurm_partition="gpu")
-FLUX_GROUPS = {"mlperf_nodes": [f"n{i}" for i in range(8)], "mlperf_submit": ["login"]}
+FLUX_GROUPS = {"mlperf_nodes": [f"n{i}" for i in range(8)], "mlperf_submit": ["login"],
+               "mlperf_staging": ["n0"]}
 
 
 def test_good_values_have_no_problem():
@@ -51,3 +52,49 @@ def test_a_problem_of_some_hosts_names_them_one_of_all_hosts_is_said_once():
     assert result["problems"][0].endswith("got 0")
     assert result["problems"][1].startswith("mlperf_datadir is not set")
     assert result["problems"][1].endswith(" (on n3)")
+
+
+def test_every_variable_the_shipped_inventories_set_is_known():
+    from pathlib import Path
+
+    import yaml
+
+    from mlperf_repro.site import declared_problems
+    root = Path(__file__).resolve().parents[2]
+    files = sorted(root.glob("inventory/*/group_vars/*.yml"))
+    assert files
+    for path in files:
+        values = yaml.safe_load(path.read_text()) or {}
+        unknown = [p for p in declared_problems(values) if "is not a variable" in p]
+        assert unknown == [], (path, unknown)
+
+
+def test_known_variables_come_from_the_argument_specs():
+    from mlperf_repro.site import known_variables, role_prefixes
+    known = known_variables()
+    assert {"campaign_poll_seconds", "slurm_job_time", "tunables_root", "mlperf_nexp",
+            "mlperf_local_root", "validate_catalog_path"} <= known
+    assert {"mlperf_", "campaign_", "slurm_job_", "shared_storage_"} <= set(role_prefixes())
+
+
+def test_one_node_under_two_names_is_found_by_its_address():
+    from mlperf_repro.site import duplicate_node_problems, node_address
+    groups = {"mlperf_nodes": ["a", "b", "c", "d"]}
+    addresses = {"a": node_address("ssh", "10.0.0.1", None, "a"),
+                 "b": node_address("ssh", "10.0.0.1", 2222, "b"),   # another port: another node
+                 "c": node_address(None, None, None, "C.example."),
+                 "d": node_address("ssh", "c.example", "22", "d")}
+    problems = duplicate_node_problems(groups, addresses)
+    assert len(problems) == 1 and "C.example" not in problems[0]
+    assert "c and d are both c.example port 22" in problems[0]
+    assert duplicate_node_problems({"mlperf_nodes": ["a", "a"]}, {}) == [
+        "inventory group mlperf_nodes lists a 2 times: list each node once"]
+
+
+def test_stages_selected_by_tags():
+    from mlperf_repro.site import selected_stages
+    assert "data" in selected_stages({})
+    assert selected_stages({"ansible_run_tags": ["score"]}) == {"score"}
+    assert "data" not in selected_stages({"ansible_skip_tags": ["data"]})
+    assert {"rocm", "docker"} <= selected_stages({"ansible_run_tags": ["provision"]})
+    assert not site_problems(dict(GOOD, ansible_run_tags=["score"]), {"mlperf_nodes": ["n1"]})
