@@ -11,11 +11,13 @@ wall-clock waits between lines are compressed.
 Which file (N), first match wins:
   MLPERF_REPLAY_INDEX=N   result_N.txt.
   the ledger              MLPERF_REPLAY_LEDGER (default /results/.mlperf-replay-ledger.json when
-                          /results is a writable directory; "none" turns it off): a SEED seen
-                          before replays the file it replayed then (a resumed run, every node of
-                          a multi-node run); a new SEED takes the next file, in order, cycling.
-                          So NEXP runs with distinct seeds replay distinct files, whatever the
-                          launcher's seed scheme (AMD's $RANDOM, ROOT_SEED + i, seed + 1000*i).
+                          /results is a writable directory; "none" turns it off): a SEED whose
+                          replay has not finished replays the same file again (a resumed run,
+                          the other nodes of a multi-node run); any other SEED takes the next
+                          file, in order, cycling, and the file is marked done when its replay
+                          ends. So NEXP runs replay distinct files whatever the launcher's seed
+                          scheme (AMD's $RANDOM, ROOT_SEED + i, seed + 1000*i). Only rank 0
+                          takes files; other ranks only look theirs up.
   SEED mod the number of files, without a ledger.
 SEED is required unless MLPERF_REPLAY_INDEX is set (AMD's run_and_time.sh exits without one).
 
@@ -85,8 +87,9 @@ def default_ledger():
     return None
 
 
-def from_ledger(path, seed, indexes):
-    """The index this seed replays, recorded under an exclusive lock (nodes share the file)."""
+def _locked_ledger(path, change):
+    """Run ``change(ledger) -> result`` on the ledger under an exclusive lock (nodes share the
+    file); the ledger is written back when ``change`` altered it."""
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
@@ -95,20 +98,45 @@ def from_ledger(path, seed, indexes):
             ledger = json.loads(text) if text.strip() else {}
         except ValueError:
             fail("ledger %s is not JSON; remove it to start again" % path)
-        seeds = ledger.setdefault("seeds", {})
-        if str(seed) not in seeds:
-            position = int(ledger.get("next", 0))
-            seeds[str(seed)] = indexes[position % len(indexes)]
-            ledger["next"] = position + 1
+        before = json.dumps(ledger, sort_keys=True)
+        result = change(ledger)
+        if json.dumps(ledger, sort_keys=True) != before:
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        return int(seeds[str(seed)])
+        return result
 
 
-def choose(files):
+def from_ledger(path, seed, indexes, allocate):
+    """The index this seed replays. A seed whose replay has not finished keeps its file (a
+    resumed run; another node); a new seed, or one whose replay finished (a launcher's $RANDOM
+    repeating), takes the next file when ``allocate`` (rank 0), else None."""
+    def change(ledger):
+        seeds = ledger.setdefault("seeds", {})
+        entry = seeds.get(str(seed))
+        if entry is not None and (not entry.get("done") or not allocate):
+            return int(entry["index"])
+        if not allocate:
+            return None
+        position = int(ledger.get("next", 0))
+        seeds[str(seed)] = {"index": indexes[position % len(indexes)], "done": False}
+        ledger["next"] = position + 1
+        return seeds[str(seed)]["index"]
+    return _locked_ledger(path, change)
+
+
+def mark_done(path, seed):
+    def change(ledger):
+        entry = ledger.get("seeds", {}).get(str(seed))
+        if entry is not None:
+            entry["done"] = True
+    _locked_ledger(path, change)
+
+
+def choose(files, rank):
+    """(index, why, (ledger path, seed) to mark done afterwards or None)."""
     indexes = sorted(files)
     explicit = os.environ.get("MLPERF_REPLAY_INDEX", "")
     if explicit != "":
@@ -119,7 +147,7 @@ def choose(files):
         if index not in files:
             fail("MLPERF_REPLAY_INDEX=%d: no result_%d.txt (have %s)" % (
                 index, index, ", ".join(map(str, indexes))))
-        return index, "MLPERF_REPLAY_INDEX"
+        return index, "MLPERF_REPLAY_INDEX", None
     seed_text = os.environ.get("SEED", "")
     if seed_text == "":
         fail("SEED is not set: expected an integer (the launcher sets one per run)")
@@ -130,11 +158,15 @@ def choose(files):
     ledger = default_ledger()
     if ledger:
         try:
-            return from_ledger(ledger, seed, indexes), "ledger %s, SEED %d" % (ledger, seed)
+            index = from_ledger(ledger, seed, indexes, allocate=rank == "0")
         except OSError as exc:
             sys.stderr.write("replay_mllog: ledger %s not usable (%s): SEED mod %d\n" % (
                 ledger, exc.strerror, len(indexes)))
-    return indexes[seed % len(indexes)], "SEED %d mod %d" % (seed, len(indexes))
+        else:
+            if index is not None:
+                return index, "ledger %s, SEED %d" % (ledger, seed), (
+                    (ledger, seed) if rank == "0" else None)
+    return indexes[seed % len(indexes)], "SEED %d mod %d" % (seed, len(indexes)), None
 
 
 def shifted(value, offset):
@@ -154,7 +186,7 @@ def main():
     max_seconds = env_number("MLPERF_REPLAY_MAX_SECONDS", 3.0)
     rank = os.environ.get("MLPERF_REPLAY_RANK") or os.environ.get("SLURM_NODEID") or "0"
     files = result_files(directory)
-    index, why = choose(files)
+    index, why, done = choose(files, rank)
     with open(files[index], "rb") as handle:
         lines = handle.read().splitlines(keepends=True)
     times = []
@@ -187,6 +219,8 @@ def main():
             line = TIME_RE.sub(lambda m: m.group(1) + shifted(m.group(2), offset), line, count=1)
         out.write(line)
         out.flush()
+    if done:
+        mark_done(*done)
     return 0
 
 
