@@ -217,9 +217,10 @@ class _Lexer:
         i = 0
         tokens = []
         start = None
+        in_array = False  # inside NAME=( ... ): newlines separate items, not commands
         while i < n:
             c = s[i]
-            if c in " \t":
+            if c in " \t" or (c == "\n" and in_array):
                 i += 1
                 continue
             if c == "\\" and i + 1 < n and s[i + 1] == "\n":
@@ -239,6 +240,11 @@ class _Lexer:
                 start = self.line_of(i)
             if c in _OPERATOR_CHARS:
                 op = s[i:i + 2] if s[i:i + 2] in ("&&", "||", ">>", "<<", ";;", "|&", "&>") else c
+                if op == "(" and tokens and not isinstance(tokens[-1], str) and \
+                        re.match(r"^[A-Za-z_]\w*\+?=$", tokens[-1].raw) and s[i - 1] == "=":
+                    in_array = True
+                elif op == ")":
+                    in_array = False
                 tokens.append(op)
                 i += len(op)
                 continue
@@ -366,6 +372,8 @@ def parse_config_sh(text, source=None):
             if (not isinstance(first, str) and re.match(r"^[A-Za-z_]\w*\+?=$", first.raw)
                     and len(tokens) > 1 and tokens[1] == "("):
                 reason = "array assignment %s(...) is not read" % first.raw
+            elif not isinstance(first, str) and not _ASSIGN_RE.match(first.raw):
+                reason = "not an assignment: command %r (with a pipe or redirection)" % first.raw
             else:
                 reason = "not an assignment: a compound command, pipe or redirection"
             unparsed(start, end, reason)
@@ -773,7 +781,7 @@ def parse_docker_run(script_text):
         if isinstance(tokens, ShellSyntaxError):
             out["unparsed_commands"].append({"line": start, "reason": str(tokens)})
             continue
-        _collect_arrays(tokens, out["arrays"])
+        _collect_arrays(tokens, out["arrays"], dynamic=bool(open_loops))
         words_only = [t for t in tokens if not isinstance(t, str)]
         if words_only and words_only[0].norm == ":":
             for w in words_only[1:]:
@@ -872,8 +880,9 @@ def resolve(text, parsed, values=None, rounds=8):
     return text
 
 
-def _collect_arrays(tokens, arrays):
-    """``name=( ... )`` / ``name+=( ... )`` / ``mapfile -t name`` into ``arrays``."""
+def _collect_arrays(tokens, arrays, dynamic=False):
+    """``name=( ... )`` / ``name+=( ... )`` / ``mapfile -t name`` into ``arrays``; an array
+    filled by mapfile or appended to in a loop (``dynamic``) is None: not spelled out."""
     i = 0
     while i < len(tokens):
         t = tokens[i]
@@ -886,7 +895,9 @@ def _collect_arrays(tokens, arrays):
                         items.append(tokens[j].norm)
                     j += 1
                 name = m.group(1)
-                if m.group(2) == "+=" and name in arrays:
+                if dynamic and m.group(2) == "+=":
+                    arrays[name] = None
+                elif m.group(2) == "+=" and name in arrays:
                     arrays[name] = None if arrays[name] is None else arrays[name] + items
                 elif m.group(2) == "=":
                     arrays[name] = items
@@ -1061,6 +1072,10 @@ def compare_launch(amd, native, values=None):
     keyed("other", {o: o for o in amd.get("other", [])}, {o: o for o in native.get("other", [])})
     for kind in ("image", "name"):
         a, n = concrete(amd.get(kind)), native.get(kind)
+        if n is not None and re.search(r"(?<!\\)[$`]", n):
+            n = None if amd.get(kind) is None else n
+            if amd.get(kind) is not None:
+                continue  # both symbolic: nothing to compare
         if a is not None and n is not None and a != n:
             diffs.append({"kind": kind, "name": kind, "amd": amd.get(kind), "native": n,
                           "difference": "differs", "amd_resolved": a})
