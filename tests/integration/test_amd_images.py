@@ -18,17 +18,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlperf_repro.node import vendor_files
 from mlperf_repro.scoring import score_directory
 from tests.infra import amd_image, fake_devices
+from tests.integration.nginx_bucket import nginx_bucket  # noqa: F401 - a fixture
 from tests.infra.docker_wrapper import PodmanDocker
 from tests.infra.fake_devices import FakeGpuDevices
 
 REASON = amd_image.skip_reason() or fake_devices.skip_reason()
-pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.integration]
+needs_podman = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 BENCHMARK = "llama2_70b_lora"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,8 @@ def devices():
         yield fake
 
 
+@needs_podman
+@pytest.mark.slow
 def test_the_guides_steps_replay_the_published_set(docker, devices, tmp_path):
     os.chmod(tmp_path, 0o755)
     tag = amd_image.variant(BENCHMARK).tag
@@ -94,3 +99,43 @@ def test_the_guides_steps_replay_the_published_set(docker, devices, tmp_path):
     assert round(replayed.score_minutes, 4) == amd_image.variant(BENCHMARK).score_minutes
     assert replayed.score_minutes == published.score_minutes
     assert docker.containers() == []  # the script's trap removed its container
+
+
+@pytest.mark.parametrize("benchmark", sorted(amd_image.VARIANTS))
+def test_prepare_script_builds_the_expected_tree_from_the_bucket(nginx_bucket, benchmark, tmp_path):
+    """scripts/prepare_data_and_model.sh, run here (bash, python3; no container), fetches the
+    stand-in bucket's datasets (R2 protocol, md5-checked) into catalog.yml's expected_files."""
+    code = amd_image.write_code(benchmark, tmp_path / "code")
+    datasets = amd_image.stage_bucket(nginx_bucket, benchmark)
+    datadir = tmp_path / "datadir"
+    datadir.mkdir()
+    out = datadir / "data" if benchmark == "llama2_70b_lora" else datadir  # the container's mount
+    path = os.environ["PATH"]
+    if (amd_image.LAYOUT / benchmark / "bin").is_dir():
+        path = f"{amd_image.LAYOUT / benchmark / 'bin'}:{path}"  # /usr/local/bin in the image
+    env = {"PATH": path, "PREPARE_OUTPUT_DIR": str(out), "MLPERF_STANDIN_BUCKET": nginx_bucket.base,
+           "HF_TOKEN": "hf_not-a-real-token", "no_proxy": "127.0.0.1"}
+    proc = subprocess.run(["bash", str(code / "scripts" / "prepare_data_and_model.sh")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hf_not-a-real-token" not in proc.stdout + proc.stderr
+    catalog = yaml.safe_load((ROOT / "mlperf_repro" / "catalog.yml").read_text())
+    expected = catalog["benchmarks"][benchmark]["dataset"]["expected_files"]
+    missing = [rel for rel in expected if not (datadir / rel).exists()]
+    assert expected and missing == []
+    if benchmark == "llama2_70b_lora":
+        ck = datadir / "data" / "megatron_checkpoints" / "Llama-2-70b-hf" / "iter_0000000"
+        assert (ck / "__0_1.distcp").read_bytes() == \
+            datasets["llama2-70b-hf-megatron-checkpoint"].files["iter_0000000/__0_1.distcp"]
+        # without HF_TOKEN it refuses, as for the gated model
+        proc = subprocess.run(["bash", str(code / "scripts" / "prepare_data_and_model.sh")],
+                              env=dict(env, HF_TOKEN=""), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 3 and "HF_TOKEN is not set" in proc.stderr
+    if benchmark == "flux1":
+        assert (datadir / "energon" / ".nv-meta" / "dataset.yaml").exists()
+    # a second run fetches nothing again (the files are there, md5 checked)
+    mark = nginx_bucket.mark()
+    proc = subprocess.run(["bash", str(code / "scripts" / "prepare_data_and_model.sh")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r for r in nginx_bucket.requests(mark) if "/datasets/" in r.uri] == []

@@ -17,6 +17,10 @@ cd "${out}"
 python3 "${code}/scripts/r2_fetch.py" -d cc12m_preprocessed "${bucket}/metadata/flux-1-cc12m-preprocessed.uri"
 python3 "${code}/scripts/r2_fetch.py" -d coco_preprocessed "${bucket}/metadata/flux-1-coco-preprocessed.uri"
 python3 "${code}/scripts/r2_fetch.py" -d empty_encodings "${bucket}/metadata/flux-1-empty-encodings.uri"
+if [[ -e energon/.nv-meta/dataset.yaml && -d energon/empty_encodings ]]; then
+    echo "prepare_data_and_model.sh: energon dataset already prepared in ${out}/energon"
+    exit 0
+fi
 mkdir -p energon
 python3 "${code}/scripts/to_webdataset.py" --input_path "${out}/cc12m_preprocessed" --output_path "${out}/energon/train" --num_workers 8
 python3 "${code}/scripts/to_webdataset.py" --input_path "${out}/coco_preprocessed" --output_path "${out}/energon/val" --num_workers 8

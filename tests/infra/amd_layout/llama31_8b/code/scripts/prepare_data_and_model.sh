@@ -14,8 +14,10 @@ if [[ -z "${bucket}" && -r "${out}/.mlperf-standin-bucket" ]]; then
 fi
 : "${bucket:?prepare_data_and_model.sh: no stand-in bucket (MLPERF_STANDIN_BUCKET or .mlperf-standin-bucket)}"
 python3 ./scripts/r2_fetch.py -d "${out}/data" "${bucket}/metadata/llama-3-1-8b-preprocessed-c4-dataset.uri"
-python3 ./scripts/r2_fetch.py -d "${out}/llama3_1_8b_tokenizer" "${bucket}/metadata/llama-3-1-8b-tokenizer.uri"
-if [[ ! -e "${out}/model" ]]; then
+if [[ -d "${out}/model" ]]; then  # moved there by an earlier run: checked, not fetched again
+    python3 ./scripts/r2_fetch.py -d "${out}/model" "${bucket}/metadata/llama-3-1-8b-tokenizer.uri"
+else
+    python3 ./scripts/r2_fetch.py -d "${out}/llama3_1_8b_tokenizer" "${bucket}/metadata/llama-3-1-8b-tokenizer.uri"
     mv "${out}/llama3_1_8b_tokenizer" "${out}/model"
 fi
 echo "prepare_data_and_model.sh: data and model ready in ${out}"
