@@ -98,7 +98,7 @@ class _Lexer:
             if c == "$" or c == "`":
                 i, norm = self._expansion(i)
                 out.append(norm)
-                expands = expands or norm not in ("$",)
+                expands = expands or norm != "\\$"
                 continue
             out.append(c)
             i += 1
@@ -127,7 +127,7 @@ class _Lexer:
             if c == "$" or c == "`":
                 i, norm = self._expansion(i)
                 out.append(norm)
-                expands = expands or norm != "$"
+                expands = expands or norm != "\\$"
                 continue
             out.append(c)
             i += 1
@@ -147,7 +147,7 @@ class _Lexer:
                 raise ShellSyntaxError("unclosed backquote")
             return end + 1, s[i:end + 1]
         if i + 1 >= n:
-            return i + 1, "$"
+            return i + 1, "\\$"  # a lone $ is literal
         nxt = s[i + 1]
         if nxt == "{":
             end, inner = self._nested(i + 2, "{", "}")
@@ -166,7 +166,7 @@ class _Lexer:
         m = re.match(r"[0-9@*#?$!-]", s[i + 1:i + 2])
         if m:
             return i + 1 + m.end(), "$" + m.group(0)
-        return i + 1, "$"
+        return i + 1, "\\$"  # a lone $ is literal
 
     def _nested(self, i, open_c, close_c):
         """Text up to the matching ``close_c`` (quotes normalised): (end after it, inner)."""
@@ -274,8 +274,11 @@ def _normal_in_double_quotes(text):
     """The normal form of ``text`` read as the inside of a double-quoted string (the catalog's
     convention: its values are rendered inside double quotes)."""
     lexer = _Lexer(text + '"')
-    _end, norm, _exp = lexer._double(0)
-    return norm
+    try:
+        end, norm, _exp = lexer._double(0)
+    except ShellSyntaxError:
+        return text
+    return norm if end == lexer.n else text  # a bare " inside: not a double-quoted value
 
 
 def _expands(norm):
