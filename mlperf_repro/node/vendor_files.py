@@ -7,7 +7,7 @@ assignment, an include or a docker command is reported with its line number, nev
 
     parse_config_sh(text)               -> {"variables", "order", "assignments", "exports",
                                             "includes", "unparsed"}
-    config_values(parsed)               -> {name: value}          (the last assignment wins)
+    config_values(parsed, raw=False)    -> {name: value}          (the last assignment wins)
     parse_config_tree(name, read)       -> parse_config_sh result over a config and its includes
     compare_config(image_env, catalog)  -> {"added", "removed", "changed", "same"}
     parse_docker_run(script_text)       -> {"runs", "execs", "loops", "arrays", "required",
@@ -461,9 +461,11 @@ def parse_config_sh(text, source=None):
     return result
 
 
-def config_values(parsed):
-    """{name: value (normal form)} of a parse_config_sh result, in order."""
-    return {name: parsed["variables"][name]["value"] for name in parsed["order"]}
+def config_values(parsed, raw=False):
+    """{name: value} of a parse_config_sh / parse_config_tree result, in order: the normal
+    form, or with ``raw`` the word as written after ``=``."""
+    key = "raw" if raw else "value"
+    return {name: parsed["variables"][name][key] for name in parsed["order"]}
 
 
 def parse_config_tree(name, read, _seen=None):

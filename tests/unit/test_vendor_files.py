@@ -283,6 +283,14 @@ G='$HOME'
     assert not marker.exists()  # read, never run
 
 
+def test_crlf_and_several_assignments_a_line():
+    parsed = vf.parse_config_sh("export A=1 B='two words'\r\nC=3; export D=\"$C\"\r\n")
+    assert vf.config_values(parsed) == {"A": "1", "B": "two words", "C": "3", "D": "${C}"}
+    assert vf.config_values(parsed, raw=True)["D"] == '"$C"'
+    assert [parsed["variables"][n]["line"] for n in "ABCD"] == [1, 1, 2, 2]
+    assert parsed["variables"]["D"]["expands"] and not parsed["variables"]["C"]["exported"]
+
+
 def test_includes_are_followed_and_a_missing_one_is_said(tmp_path):
     code = LAYOUT / "flux1" / "code"
 
