@@ -43,7 +43,7 @@ def _score_set(directory: Path, args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .report import score_line
+    from .report import is_valid, reasons, score_line
 
     results = []
     for directory in _set_dirs(Path(args.dir)):
@@ -59,9 +59,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             print("  " + score_line(score))
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2, sort_keys=True))
-    invalid = [s for s in results if not s["valid"]]
+    invalid = [s for s in results if not is_valid(s)]
     for score in invalid:
-        print(f"{score['directory']}: not a valid score: {'; '.join(score['reasons'])}",
+        print(f"{score['directory']}: not a valid score: {'; '.join(reasons(score))}",
               file=sys.stderr)
     return 1 if invalid else 0
 
