@@ -14,6 +14,7 @@ import html
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -538,17 +539,28 @@ def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[
     }
 
 
+REPORT_MODE = 0o644
+REPORT_DIR_MODE = 0o755
+
+
 def write_files(out_dir: str | os.PathLike, outputs: Mapping[str, str]) -> dict[str, str]:
-    """Write ``outputs`` (name -> text) into ``out_dir``; returns those that changed."""
+    """Write ``outputs`` (name -> text) into ``out_dir``; returns those that changed.
+
+    Files are replaced atomically with mode 0644, directories created 0755, whatever the umask.
+    """
+    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, REPORT_DIR_MODE)
     written = {}
     for name, text in outputs.items():
         target = out / name
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+        data = text.encode("utf-8")
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomic(str(target), data, REPORT_MODE)
+            written[name] = str(target)
+        elif stat.S_IMODE(target.stat().st_mode) != REPORT_MODE:
+            os.chmod(target, REPORT_MODE)
             written[name] = str(target)
     return written
 
