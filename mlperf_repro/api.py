@@ -633,6 +633,8 @@ class Run:
                               *config.command]
         # ansible-runner opens `stderr` (and the fact cache's files) with the process umask.
         make_private_dir(self.artifact_dir)
+        if getattr(config, "fact_cache", None) and config.fact_cache_type == "jsonfile":
+            make_private_dir(config.fact_cache)  # as validate wants it: a run changes nothing there
         stderr = os.path.join(self.artifact_dir, "stderr")
         os.close(os.open(stderr, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(stderr, 0o600)
