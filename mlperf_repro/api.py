@@ -462,8 +462,9 @@ class _SecretPipe:
         self._unlink()
 
 
-def make_private_dir(path: str | os.PathLike) -> None:
-    """Create ``path`` (and missing parents) as 0700, whatever the umask; tighten it if it exists."""
+def make_private_dir(path: str | os.PathLike, tighten: bool = True) -> None:
+    """Create ``path`` (and missing parents) as 0700, whatever the umask; an existing ``path`` is
+    made 0700 too unless ``tighten`` is False (a directory the user named, /tmp say)."""
     path = Path(path)
     missing = []
     for parent in [path, *path.parents]:
@@ -476,7 +477,8 @@ def make_private_dir(path: str | os.PathLike) -> None:
         except FileExistsError:
             continue
         os.chmod(directory, 0o700)
-    os.chmod(path, 0o700)
+    if tighten or path in missing:
+        os.chmod(path, 0o700)
 
 
 def make_private_tree(path: str | os.PathLike) -> None:
@@ -568,7 +570,7 @@ class Run:
         base = Path(private_data_dir) if private_data_dir else default_private_data_dir()
         self.ident = _new_ident()
         self.private_data_dir = str(base / self.ident)
-        make_private_dir(base)
+        make_private_dir(base, tighten=not private_data_dir)  # each run's own directory is 0700
         os.mkdir(self.private_data_dir, 0o700)
         self.pruned = prune_artifacts(base, keep)
         self.check = check
