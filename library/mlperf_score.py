@@ -77,8 +77,11 @@ output:
 
 import json
 import os
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
+
+SCORE_MODE = 0o644  # explicit: never left to the umask
 
 
 def main():
@@ -98,6 +101,7 @@ def main():
     )
     try:
         from mlperf_repro.compare import versus_reference
+        from mlperf_repro.node.render_files import write_atomic
         from mlperf_repro.scoring import score_directory
     except ImportError as exc:
         module.fail_json(msg="mlperf_repro is not importable by %s (%s): install the project "
@@ -121,15 +125,16 @@ def main():
     text = json.dumps(score, indent=2, sort_keys=True) + "\n"
     try:
         with open(output, encoding="utf-8") as handle:
-            changed = handle.read() != text
+            content_changed = handle.read() != text
+        mode_changed = stat.S_IMODE(os.stat(output).st_mode) != SCORE_MODE
     except OSError:
-        changed = True
-    if changed and not module.check_mode:
-        tmp = output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, output)
-    module.exit_json(changed=changed, score=score, output=output)
+        content_changed, mode_changed = True, False
+    if not module.check_mode:
+        if content_changed:
+            write_atomic(output, text.encode("utf-8"), SCORE_MODE)
+        elif mode_changed:
+            os.chmod(output, SCORE_MODE)
+    module.exit_json(changed=content_changed or mode_changed, score=score, output=output)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,35 @@ and the result are folded from the events), a ``status_handler`` (state), a ``ca
 No global state and no reliance on the current directory: the project (site.yml, roles,
 ansible.cfg) is the checkout this package was installed from; a relative inventory path is
 taken relative to it; each run gets a fresh private data directory (default
-``$XDG_STATE_HOME/mlperf-repro/runs/<ident>``) holding its ``env/`` files (extravars, 0600) and
-``artifacts/<ident>/`` (stdout, job_events, status, rc, command). Cancelling stops
-ansible-playbook; a campaign already started keeps running detached on its nodes (``--tags run``
-re-attaches to it later).
+``$XDG_STATE_HOME/mlperf-repro/runs/<ident>``) holding its ``env/`` files (extravars) and
+``artifacts/<ident>/`` (stdout, job_events, status, rc, command): directories 0700, files 0600
+whatever the umask, and only the last ``keep_artifacts`` runs are kept (default
+:data:`DEFAULT_KEEP_ARTIFACTS`, or ``$MLPERF_REPRO_KEEP_ARTIFACTS``; 0 keeps every run).
+Cancelling stops ansible-playbook; a campaign already started keeps running detached on its nodes
+(``--tags run`` re-attaches to it later).
+
+Secrets never reach those artifacts. ansible-runner writes the environment it starts
+ansible-playbook with into ``command`` and ``env/envvars``, and the extra variables into
+``env/extravars``; so every variable that is a secret (:func:`is_secret_name`: HF_TOKEN,
+CF_ACCESS_CLIENT_SECRET, whatever the catalog's ``dataset.secrets`` lists, and any name with
+TOKEN, SECRET, PASSWORD, ... in it), from this process's environment, ``envvars`` or
+``extravars``, is left out of what the runner sees and handed to the playbook's process through a
+FIFO instead (:mod:`mlperf_repro.secret_exec`). The playbook gets the same environment and
+variables as before. A vault password is given as a file (``vault_password_file``), never as a
+value.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
+import re
 import secrets
+import shlex
+import shutil
+import stat
 import sys
 import threading
 import time
@@ -38,9 +55,22 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .progress import (CAMPAIGN_ACTIONS, CampaignProgress, CampaignWatcher, Progress, event_action,
                        failure_message, stage_of)
+from .secret_exec import FIFO_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = "inventory/local"
+#: Runs whose artifacts are kept under the private data directory (this one included).
+DEFAULT_KEEP_ARTIFACTS = 20
+KEEP_ARTIFACTS_VARIABLE = "MLPERF_REPRO_KEEP_ARTIFACTS"
+#: Secrets by name, besides the catalog's ``dataset.secrets`` and :data:`_SECRET_WORDS`.
+SECRET_NAMES = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "CF_ACCESS_CLIENT_ID",
+                          "CF_ACCESS_CLIENT_SECRET", "ANSIBLE_VAULT_PASSWORD"})
+#: A variable whose name holds one of these words is treated as a secret (environment and -e).
+_SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY"
+                           r"|AUTH_?KEY|COOKIE", re.IGNORECASE)
+#: Environment variables that carry secret extra variables to the playbook's process.
+SECRET_EXTRAVAR_PREFIX = "MLPERF_REPRO_SECRET_EXTRAVAR_"
+_IDENT = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 
 #: ansible-runner's final states.
 FINAL_STATES = ("successful", "failed", "canceled", "timeout")
@@ -340,6 +370,174 @@ def _new_ident() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+# -- secrets, private artifacts, retention ----------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def catalog_secret_names() -> frozenset[str]:
+    """Every ``dataset.secrets`` name of the packaged catalog (empty when it cannot be read)."""
+    from .catalog import CatalogError, load_catalog  # pylint: disable=import-outside-toplevel
+
+    try:
+        catalog = load_catalog()
+    except (CatalogError, OSError):
+        return frozenset()
+    return frozenset(str(name) for bench in catalog.benchmarks.values()
+                     for name in (bench.dataset or {}).get("secrets") or [])
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a variable that must never be written into a run's artifacts."""
+    name = str(name)
+    return (name.upper() in SECRET_NAMES or name in catalog_secret_names()
+            or bool(_SECRET_WORDS.search(name)))
+
+
+def holds_secret(name: str, value: Any) -> bool:
+    """A variable that is a secret by name, or a structure with a secret-named key in it
+    (``campaign_extra_env: {API_TOKEN: ...}``)."""
+    if is_secret_name(name):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds_secret(str(k), v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(holds_secret("", v) for v in value)
+    return False
+
+
+def split_secrets(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(values that hold no secret, values that do), by :func:`holds_secret`."""
+    plain: dict[str, Any] = {}
+    hidden: dict[str, Any] = {}
+    for key, value in values.items():
+        (hidden if holds_secret(key, value) else plain)[key] = value
+    return plain, hidden
+
+
+class _SecretPipe:
+    """Hands secrets to the playbook's process (mlperf_repro.secret_exec) through a FIFO.
+
+    The FIFO sits in the run's 0700 directory, mode 0600; a thread writes one JSON object when the
+    wrapper opens it, then removes it. Nothing of the payload touches the disk.
+    """
+
+    def __init__(self, directory: str, env: Mapping[str, str]) -> None:
+        self.path = os.path.join(directory, ".secrets.fifo")
+        os.mkfifo(self.path, 0o600)
+        os.chmod(self.path, 0o600)
+        self._payload = json.dumps(dict(env)).encode("utf-8")
+        self._thread = threading.Thread(target=self._serve, name="mlperf-repro-secrets", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY)  # blocks until the wrapper (or close()) opens it
+            try:
+                view = memoryview(self._payload)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # nobody read it (the playbook never started): nothing was handed over
+        finally:
+            self._unlink()
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Release a writer still waiting for a reader (the playbook never started); idempotent."""
+        if self._thread.is_alive():
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                fd = None
+            self._thread.join(0.5)
+            if fd is not None:
+                os.close(fd)  # what the writer put in the pipe is discarded with it
+            self._thread.join(5)
+        self._unlink()
+
+
+def make_private_dir(path: str | os.PathLike, tighten: bool = True) -> None:
+    """Create ``path`` (and missing parents) as 0700, whatever the umask; an existing ``path`` is
+    made 0700 too unless ``tighten`` is False (a directory the user named, /tmp say)."""
+    path = Path(path)
+    missing = []
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
+    if tighten or path in missing:
+        os.chmod(path, 0o700)
+
+
+def make_private_tree(path: str | os.PathLike) -> None:
+    """Directories 0700 and files 0600 under ``path`` (ansible-runner leaves some to the umask)."""
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            _chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            _chmod(os.path.join(root, name), 0o600)
+    _chmod(os.fspath(path), 0o700)
+
+
+def _chmod(path: str, mode: int) -> None:
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IXUSR:
+            mode |= stat.S_IXUSR
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
+
+
+def keep_artifacts_setting(value: int | None = None) -> int:
+    """How many runs' artifacts to keep: ``value``, else $MLPERF_REPRO_KEEP_ARTIFACTS, else the default."""
+    where = "keep_artifacts"
+    if value is None:
+        raw = os.environ.get(KEEP_ARTIFACTS_VARIABLE)
+        if raw is None or raw.strip() == "":
+            return DEFAULT_KEEP_ARTIFACTS
+        where = f"${KEEP_ARTIFACTS_VARIABLE}"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{where} is {raw!r}: expected a whole number of runs (0 keeps every run)") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where} is {value!r}: expected a whole number of runs >= 0 (0 keeps every run)")
+    return value
+
+
+def prune_artifacts(base: str | os.PathLike, keep: int) -> list[str]:
+    """Remove all but the ``keep`` newest run directories under ``base``; returns the removed ones.
+
+    Only directories named like a run (``YYYYmmddTHHMMSS-xxxxxx``, what this module creates) are
+    ever touched; ``keep`` 0 keeps everything.
+    """
+    if keep <= 0 or not os.path.isdir(base):
+        return []
+    runs = sorted((entry.name for entry in os.scandir(base)
+                   if entry.is_dir(follow_symlinks=False) and _IDENT.fullmatch(entry.name)), reverse=True)
+    removed = []
+    for name in runs[keep:]:
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        removed.append(os.path.join(os.fspath(base), name))
+    return removed
+
+
 class Run:
     """A playbook run in progress (see :func:`start`): ``wait()`` returns its result."""
 
@@ -350,9 +548,10 @@ class Run:
                  on_status: Callable[[str], Any] | None = None, cancel: Any = None,
                  private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
                  check: bool = False, diff: bool = False, verbosity: int = 0,
-                 envvars: Mapping[str, str] | None = None) -> None:
-        import ansible_runner  # pylint: disable=import-outside-toplevel
+                 envvars: Mapping[str, str] | None = None, keep_artifacts: int | None = None,
+                 vault_password_file: str | os.PathLike | None = None) -> None:
         from ansible_runner.exceptions import ConfigurationError  # pylint: disable=import-outside-toplevel
+        from ansible_runner.interface import init_runner  # pylint: disable=import-outside-toplevel
 
         project = project_dir()
         if not (project / playbook).is_file():
@@ -362,10 +561,18 @@ class Run:
             extravars["mlperf_benchmark"] = benchmark
         resolved_inventory = resolve_inventory(inventory, project)  # before anything is created
         user_cancel = _cancel_check(cancel)
+        keep = keep_artifacts_setting(keep_artifacts)
+        vault_file = None
+        if vault_password_file:
+            vault_file = Path(os.path.expanduser(os.fspath(vault_password_file))).resolve()
+            if not vault_file.is_file():
+                raise ValueError(f"vault_password_file {vault_password_file} is not a file")
         base = Path(private_data_dir) if private_data_dir else default_private_data_dir()
         self.ident = _new_ident()
         self.private_data_dir = str(base / self.ident)
-        os.makedirs(self.private_data_dir, mode=0o700)
+        make_private_dir(base, tighten=not private_data_dir)  # each run's own directory is 0700
+        os.mkdir(self.private_data_dir, 0o700)
+        self.pruned = prune_artifacts(base, keep)
         self.check = check
         self.progress = Progress()
         self.status = "unstarted"
@@ -386,7 +593,20 @@ class Run:
             "PYTHONUNBUFFERED": "1",
         }
         env.update(envvars or {})
-        cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+        env, secret_env = split_secrets(env)
+        extravars, secret_extravars = split_secrets(extravars)
+        # This process's secrets too: ansible-runner copies os.environ into its `command` artifact.
+        secret_env = {**{k: v for k, v in os.environ.items() if is_secret_name(k)}, **secret_env}
+        # A secret extra variable reaches the playbook as an environment variable; the runner's
+        # env/extravars holds only a lookup of it (a lookup's value is data, never templated).
+        for index, (name, value) in enumerate(sorted(secret_extravars.items())):
+            variable = f"{SECRET_EXTRAVAR_PREFIX}{index}"
+            secret_env[variable] = json.dumps(value)
+            extravars[name] = f"{{{{ lookup('ansible.builtin.env', '{variable}') | from_json }}}}"
+        flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
+        if vault_file is not None:
+            flags += ["--vault-password-file", str(vault_file)]
+        cmdline = " ".join(shlex.quote(flag) for flag in flags)
         kwargs: dict[str, Any] = dict(
             private_data_dir=self.private_data_dir, project_dir=str(project), playbook=playbook,
             inventory=resolved_inventory, ident=self.ident,
@@ -398,10 +618,31 @@ class Run:
         if cmdline:
             kwargs["cmdline"] = cmdline
         try:
-            self._thread, self._runner = ansible_runner.run_async(**kwargs)
+            self._runner = init_runner(**kwargs)
         except ConfigurationError as exc:
             raise ValueError(f"ansible-runner could not start the playbook: {exc}") from None
-        self.artifact_dir = self._runner.config.artifact_dir
+        config = self._runner.config
+        self.artifact_dir = config.artifact_dir
+        # What the runner records (`command`, status events) holds no secret; the playbook's
+        # process gets them from the wrapper, which reads them from a FIFO (never from a file).
+        for name in [k for k in config.env if is_secret_name(k)]:
+            del config.env[name]
+        self._secrets: _SecretPipe | None = None
+        if secret_env:
+            self._secrets = _SecretPipe(self.private_data_dir, secret_env)
+            config.env[FIFO_VARIABLE] = self._secrets.path
+            config.command = [sys.executable, str(Path(__file__).with_name("secret_exec.py")),
+                              *config.command]
+        # ansible-runner opens `stderr` (and the fact cache's files) with the process umask.
+        make_private_dir(self.artifact_dir)
+        if getattr(config, "fact_cache", None) and config.fact_cache_type == "jsonfile":
+            make_private_dir(config.fact_cache)  # as validate wants it: a run changes nothing there
+        stderr = os.path.join(self.artifact_dir, "stderr")
+        os.close(os.open(stderr, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(stderr, 0o600)
+        make_private_tree(self.private_data_dir)
+        self._thread = threading.Thread(target=self._runner.run, name=f"mlperf-repro-{self.ident}")
+        self._thread.start()
 
     # -- callbacks (the runner's thread) ------------------------------------------------------
     def _event(self, event: dict[str, Any]) -> bool:
@@ -456,6 +697,9 @@ class Run:
                 status = self._runner.status
                 if status not in FINAL_STATES:  # the runner's thread died (see callback_errors)
                     status = "canceled" if self._canceled.is_set() else "error"
+                if self._secrets is not None:
+                    self._secrets.close()
+                make_private_tree(self.private_data_dir)
                 self._result = self._collector.result(
                     PlanResult if self.check else RunResult, status=status, rc=self._runner.rc,
                     ident=self.ident, artifact_dir=self.artifact_dir,
@@ -470,7 +714,8 @@ def start(inventory: Any = None, benchmark: str | None = None, tags: str | Seque
           private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
           **options: Any) -> Run:
     """Start the playbook in the background; returns a :class:`Run` (``wait()``, ``cancel()``,
-    ``progress``). Options: ``on_status``, ``verbosity``, ``envvars``, ``check``, ``diff``."""
+    ``progress``). Options: ``on_status``, ``verbosity``, ``envvars``, ``check``, ``diff``,
+    ``keep_artifacts`` (runs kept under the private data dir, 0: all), ``vault_password_file``."""
     return Run(inventory=inventory, benchmark=benchmark, tags=tags, skip_tags=skip_tags,
                limit=limit, extravars=extravars, on_event=on_event, cancel=cancel,
                private_data_dir=private_data_dir, playbook=playbook, **options)

@@ -43,7 +43,7 @@ def _score_set(directory: Path, args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .report import score_line
+    from .report import is_valid, reasons, score_line
 
     results = []
     for directory in _set_dirs(Path(args.dir)):
@@ -59,9 +59,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             print("  " + score_line(score))
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2, sort_keys=True))
-    invalid = [s for s in results if not s["valid"]]
+    invalid = [s for s in results if not is_valid(s)]
     for score in invalid:
-        print(f"{score['directory']}: not a valid score: {'; '.join(score['reasons'])}",
+        print(f"{score['directory']}: not a valid score: {'; '.join(reasons(score))}",
               file=sys.stderr)
     return 1 if invalid else 0
 
@@ -219,7 +219,8 @@ def _runner_options(args: argparse.Namespace) -> dict:
         inventory = str(Path(inventory).resolve())
     return dict(inventory=inventory, benchmark=args.benchmark, tags=args.tags,
                 skip_tags=args.skip_tags, limit=args.limit, extravars=_extravars(args.extra_vars),
-                private_data_dir=args.private_data_dir, playbook=args.playbook)
+                private_data_dir=args.private_data_dir, playbook=args.playbook,
+                keep_artifacts=args.keep_artifacts, vault_password_file=args.vault_password_file)
 
 
 def _drive(handle, args: argparse.Namespace):
@@ -333,6 +334,11 @@ def _add_run_commands(sub) -> None:
         parser.add_argument("--playbook", default="site.yml", help="playbook (default site.yml)")
         parser.add_argument("--private-data-dir", help="where each run's ansible-runner artifacts "
                                                        "go (default ~/.local/state/mlperf-repro/runs)")
+        parser.add_argument("--keep-artifacts", type=int, metavar="N",
+                            help="keep the artifacts of the last N runs there, this one included "
+                                 "(default $MLPERF_REPRO_KEEP_ARTIFACTS, else 20; 0 keeps every run)")
+        parser.add_argument("--vault-password-file", metavar="FILE",
+                            help="ansible-vault password file (or script) for vaulted secrets")
         parser.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
         parser.add_argument("--interval", type=float, default=30.0,
                             help="plain mode: seconds between lines while only numbers change")

@@ -23,6 +23,7 @@ flat in the size of the log: :func:`iter_events` is a generator and
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -91,6 +92,8 @@ def _to_event(record: dict[str, Any], line: int) -> tuple[MLLogEvent | None, str
         time_ms = float(record["time_ms"])
     except (TypeError, ValueError):
         return None, f"MLLOG field 'time_ms' must be a number, found {record['time_ms']!r}"
+    if not math.isfinite(time_ms) or isinstance(record["time_ms"], bool):
+        return None, f"MLLOG field 'time_ms' must be a finite number of milliseconds, found {record['time_ms']!r}"
     if not isinstance(record["key"], str):
         return None, f"MLLOG field 'key' must be a string, found {record['key']!r}"
     event = MLLogEvent(key=record["key"], value=record["value"], time_ms=time_ms,
@@ -158,6 +161,8 @@ class RunLog:
     file: str
     run_start_ms: float | None = None
     run_stop_ms: float | None = None
+    init_start_ms: float | None = None  # the first init_start / init_stop of the file
+    init_stop_ms: float | None = None
     run_stop_status: str | None = None
     run_start_count: int = 0
     run_stop_count: int = 0
@@ -211,6 +216,12 @@ class _RunAccumulator:
             run.global_batch_size = event.value  # last one wins, as in the RCP checker
         elif key == "target_accuracy":
             run.target_accuracy = event.value
+        elif key == "init_start":
+            if run.init_start_ms is None:
+                run.init_start_ms = event.time_ms
+        elif key == "init_stop":
+            if run.init_stop_ms is None:
+                run.init_stop_ms = event.time_ms
         elif key == "run_start":
             self._on_run_start(event)
         elif key == "run_stop":

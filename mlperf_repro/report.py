@@ -14,6 +14,7 @@ import html
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -30,10 +31,27 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def is_valid(score: Mapping[str, Any]) -> bool:
+    """The set's ``valid``, and never for a score that is not a positive number of minutes
+    (a score.json from an older scorer may say valid for a negative time)."""
+    minutes = score.get("score_minutes")
+    positive = (isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
+                and math.isfinite(minutes) and minutes > 0)
+    return bool(score.get("valid")) and positive
+
+
+def reasons(score: Mapping[str, Any]) -> list[str]:
+    """The set's reasons, plus why a score presented as valid is not (see :func:`is_valid`)."""
+    out = list(score.get("reasons") or [])
+    if score.get("valid") and not is_valid(score):
+        out.append(f"score {score.get('score_minutes')!r} min is not a positive number of minutes")
+    return out
+
+
 def score_line(score: Mapping[str, Any]) -> str:
     """``smoke: 0.0312 min (olympic 0.0312 x RCP 1.0000), 10 runs, valid``"""
     runs = score.get("runs") or []
-    verdict = "valid" if score.get("valid") else "NOT VALID: " + "; ".join(score.get("reasons") or [])
+    verdict = "valid" if is_valid(score) else "NOT VALID: " + "; ".join(reasons(score))
     rcp = score.get("rcp") or {}
     line = (f"{score.get('benchmark')}: score {_fmt(score.get('score_minutes'))} min "
             f"(olympic {_fmt(score.get('olympic_minutes'))} x RCP factor {_fmt(rcp.get('factor'))}, "
@@ -96,8 +114,8 @@ def markdown(title: str, sets: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
                 f"- score: **{_fmt(score.get('score_minutes'))} min** "
                 f"(olympic mean {_fmt(score.get('olympic_minutes'))} min x RCP factor "
                 f"{_fmt(rcp.get('factor'))}; RCP {rcp.get('status')})",
-                f"- valid: {'yes' if score.get('valid') else 'no'}"]
-        for reason in score.get("reasons") or []:
+                f"- valid: {'yes' if is_valid(score) else 'no'}"]
+        for reason in reasons(score):
             out.append(f"  - {reason}")
         if score.get("versus_reference"):
             out.append(f"- versus reference: {score['versus_reference']['sentence']}")
@@ -442,7 +460,7 @@ def _row(label: str, value: Any, attr: str, raw: Any = None) -> str:
 
 def _set_section(index: int, name: str, score: Mapping[str, Any], curves: Mapping[str, Any]) -> str:
     rcp = score.get("rcp") or {}
-    valid = bool(score.get("valid"))
+    valid = is_valid(score)
     out = [f'<section class="set" id="set-{index}" data-name="{_esc(name)}">',
            f'<h2>{_esc(name)} &#8212; {_esc(score.get("benchmark"))}</h2>',
            f'<p class="verdict {"valid" if valid else "invalid"}">'
@@ -465,8 +483,8 @@ def _set_section(index: int, name: str, score: Mapping[str, Any], curves: Mappin
             _row("ruleset", score.get("ruleset"), "ruleset"),
             _row("division", score.get("division"), "division"),
             "</table>"]
-    if score.get("reasons"):
-        out.append('<ul class="reasons">' + "".join(f"<li>{_esc(r)}</li>" for r in score["reasons"]) + "</ul>")
+    if reasons(score):
+        out.append('<ul class="reasons">' + "".join(f"<li>{_esc(r)}</li>" for r in reasons(score)) + "</ul>")
     out.append(f'<figure>{eval_plot_svg(name, score, curves)}<figcaption>eval_accuracy against '
                f'{_esc(curves["unit"])}, one line per run; dashed red: the quality target.'
                + (f' Logs not found: {_esc(", ".join(curves["missing"]))}.' if curves["missing"] else "")
@@ -497,7 +515,7 @@ def html_report(title: str, sets: Sequence[tuple[str, Mapping[str, Any]]],
         curves = [{"unit": "samples", "runs": {}, "missing": []} for _ in sets]
     body = [_set_section(i, name, score, curve) for i, ((name, score), curve) in enumerate(zip(sets, curves))]
     toc = "".join(f'<li><a href="#set-{i}">{_esc(name)}</a>: {_esc(_fmt(score.get("score_minutes")))} min'
-                  f'{"" if score.get("valid") else " (not valid)"}</li>' for i, (name, score) in enumerate(sets))
+                  f'{"" if is_valid(score) else " (not valid)"}</li>' for i, (name, score) in enumerate(sets))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_esc(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n<h1>{_esc(title)}</h1>\n<ul class=\"toc\">{toc}</ul>\n"
@@ -511,6 +529,8 @@ def html_report(title: str, sets: Sequence[tuple[str, Mapping[str, Any]]],
 def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[str, Any]]],
                    set_dirs: Sequence[str | os.PathLike | None]) -> dict[str, str]:
     """The text of report.json, report.md and report.html for ``sets`` (logs in ``set_dirs``)."""
+    # A set is never presented as valid with a score that is not a positive time (is_valid).
+    sets = [(name, {**score, "valid": is_valid(score), "reasons": reasons(score)}) for name, score in sets]
     curves = [set_curves(score, set_dir) for (_, score), set_dir in zip(sets, set_dirs)]
     return {
         "report.json": json.dumps({"campaign": campaign, "sets": dict(sets)}, indent=2, sort_keys=True) + "\n",
@@ -519,17 +539,28 @@ def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[
     }
 
 
+REPORT_MODE = 0o644
+REPORT_DIR_MODE = 0o755
+
+
 def write_files(out_dir: str | os.PathLike, outputs: Mapping[str, str]) -> dict[str, str]:
-    """Write ``outputs`` (name -> text) into ``out_dir``; returns those that changed."""
+    """Write ``outputs`` (name -> text) into ``out_dir``; returns those that changed.
+
+    Files are replaced atomically with mode 0644, directories created 0755, whatever the umask.
+    """
+    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, REPORT_DIR_MODE)
     written = {}
     for name, text in outputs.items():
         target = out / name
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+        data = text.encode("utf-8")
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomic(str(target), data, REPORT_MODE)
+            written[name] = str(target)
+        elif stat.S_IMODE(target.stat().st_mode) != REPORT_MODE:
+            os.chmod(target, REPORT_MODE)
             written[name] = str(target)
     return written
 

@@ -300,6 +300,7 @@ class RunScore:
     benchmark: str | None = None
     division: str | None = None
     dropped_reason: str | None = None  # set by set scoring when the run does not count
+    timing_problem: str | None = None  # impossible timestamps (see timing_problem()): invalid
 
     @property
     def crashed(self) -> bool:
@@ -327,6 +328,7 @@ class RunScore:
             "parse_problems": [p.to_dict() for p in self.parse_problems],
             "counted": self.counted,
             "dropped_reason": self.dropped_reason,
+            "timing_problem": self.timing_problem,
         }
 
 
@@ -345,9 +347,39 @@ def _numeric(value: Any) -> float | None:
 
 
 def _run_minutes(run: RunLog) -> float | None:
-    if run.run_start_ms is None or run.run_stop_ms is None:
+    if run.run_start_ms is None or run.run_stop_ms is None or timing_problem(run):
         return None
     return time_to_train_minutes(run.run_start_ms, run.run_stop_ms)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else repr(value)
+
+
+def timing_problem(run: RunLog) -> str | None:
+    """Why a run's timestamps cannot be a time to train (None: they can).
+
+    The life cycle of a run goes forward: init_start <= init_stop <= run_start < run_stop (the
+    run_start/run_stop the summarizer uses; the first init_start/init_stop of the file). A
+    run_stop at or before its run_start would score as zero or negative minutes; any step that
+    goes back in time means the clock, or the log, cannot be trusted.
+    """
+    start, stop = run.run_start_ms, run.run_stop_ms
+    if stop is not None and start is None:
+        return "impossible timing: a run_stop but no run_start in the log"
+    if start is not None and stop is not None and stop <= start:
+        minutes = time_to_train_minutes(start, stop)
+        return (f"impossible timing: run_stop (time_ms {_ms(stop)}) is "
+                f"{'at' if stop == start else 'before'} run_start (time_ms {_ms(start)}): "
+                f"time to train would be {minutes:.4f} min")
+    steps = [("init_start", run.init_start_ms), ("init_stop", run.init_stop_ms),
+             ("run_start", start), ("run_stop", stop)]
+    known = [(key, value) for key, value in steps if value is not None]
+    for (before, earlier), (after, later) in zip(known, known[1:]):
+        if later < earlier:
+            return (f"impossible timing: {after} (time_ms {_ms(later)}) is {_ms(earlier - later)} ms "
+                    f"before {before} (time_ms {_ms(earlier)}): the log's times go backwards")
+    return None
 
 
 def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool | None = None,
@@ -373,7 +405,7 @@ def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool
         target_reached=_target_reached(run.last_eval_accuracy, target),
         compliant=compliance.compliant, compliance_errors=compliance.errors,
         compliance_warnings=compliance.warnings, parse_problems=list(run.problems),
-        benchmark=run.benchmark, division=run.division)
+        benchmark=run.benchmark, division=run.division, timing_problem=timing_problem(run))
 
 
 def score_run(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, common_only: bool | None = None,
@@ -609,6 +641,8 @@ def _drop_reason(run: RunScore, mlcommons: bool) -> str | None:
     """
     if run.crashed:
         return "crashed: no run_stop in the log"
+    if run.timing_problem:
+        return run.timing_problem
     if not run.compliant:
         first = run.compliance_errors[0].splitlines()[0] if run.compliance_errors else "no message"
         return f"not compliant ({first})"
@@ -691,13 +725,24 @@ def _start_rcp(files: Sequence[Path], benchmark: str | None, mlcommons: bool, di
 
 def _score(olympic: float | None, mean: float | None, factor: float, partial: bool,
            reasons: _Reasons) -> float | None:
+    score = None
     if olympic is not None:
-        return olympic * factor
-    if partial and mean is not None:
+        score = olympic * factor
+    elif partial and mean is not None:
         reasons.note("too few runs for an olympic mean: score_minutes is the plain mean of the "
                      "counted runs x RCP factor (partial set, indicative only)")
-        return mean * factor
-    return None
+        score = mean * factor
+    if score is not None and not (math.isfinite(score) and score > 0):
+        reasons.block(f"score {score!r} min is not a positive number of minutes: not a score")
+    return score
+
+
+def _timing_reasons(runs: Sequence[RunScore], reasons: _Reasons) -> None:
+    """A run with impossible timestamps makes the whole set untrustworthy, not just that run."""
+    bad = [run for run in runs if run.timing_problem]
+    if bad:
+        reasons.block(f"{len(bad)} run(s) with impossible timing ({', '.join(r.file for r in bad)}): "
+                      "the set is not a valid score")
 
 
 def _dropped_reasons(runs: Sequence[RunScore], max_dropped: int, reasons: _Reasons) -> None:
@@ -776,6 +821,7 @@ def score_directory(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, ben
     partial = allow_partial and len(files) < expected
     _check_count(len(files), expected, allow_partial, directory, reasons)
     _dropped_reasons(runs, max_dropped, reasons)
+    _timing_reasons(runs, reasons)
     olympic, mean = _time_means(runs, max_dropped, partial, reasons)
     rcp = rcp_result()
     _set_notes(files, bench, mlcommons, ruleset, rcp, reasons)

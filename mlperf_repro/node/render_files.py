@@ -80,6 +80,27 @@ def write_atomic(path, data, mode):
         raise
 
 
+def make_dirs(path, mode):
+    """``os.makedirs`` whose every created directory gets ``mode`` whatever the umask; existing
+    directories are left as they are."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        os.chmod(directory, mode)
+
+
 def ensure(directory, files, directory_mode=0o755, check=False):
     """Make ``directory`` (mode ``directory_mode``) hold ``files``.
 
@@ -118,7 +139,7 @@ def ensure(directory, files, directory_mode=0o755, check=False):
                      "before": {"path": directory, "state": "absent"},
                      "after": {"path": directory, "state": "directory"}})
         if not check:
-            os.makedirs(directory, exist_ok=True)
+            make_dirs(directory, directory_mode)  # parents too: none is left to the umask
             os.chmod(directory, directory_mode)
 
     results = []

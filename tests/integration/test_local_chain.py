@@ -90,6 +90,7 @@ def test_second_run_changes_nothing_but_the_new_runs_results(first_run, sandbox)
     second = playbook("site.yml", "-i", "inventory/local", extra=sandbox)
     allowed = {
         "campaign : Start the campaign, or re-attach to an unfinished one",
+        "collect : Create the set's directory on the controller",  # the new campaign's
         "collect : Bring the files back",
         "collect : Bring the rendered config back",
         "collect : Mark the campaign collected (the next run stage starts a new campaign)",
