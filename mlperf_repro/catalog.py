@@ -119,10 +119,12 @@ class Catalog:
         plat = bench.platform(platform)
         env = dict(plat.env)
         env.update(plat.site_env)
+        catalog_env = dict(env)
+        site = {}
         expressions = set(plat.expressions)
         for key, value in (site_env or {}).items():
             # a site value is data: always literal, rendered single-quoted (render role)
-            env[str(key)] = site_value(value, f"mlperf_site_env.{key}")
+            env[str(key)] = site[str(key)] = site_value(value, f"mlperf_site_env.{key}")
             expressions.discard(str(key))
             if str(key) in plat.arithmetic_names and not INTEGER_RE.match(env[str(key)]):
                 raise CatalogError(
@@ -150,6 +152,10 @@ class Catalog:
             "config_preamble": bench.config_preamble,
             "config_file": f"config_{plat.name}.sh",
             "env": env,
+            # what the catalog expects of the image's config, and the site's own values (the
+            # render stage writes them to a file of their own, sourced after the config)
+            "catalog_env": catalog_env,
+            "site_env": site,
             # names whose value is a shell expression; every other value is literal data
             "env_expressions": [name for name in env if name in expressions],
             "provenance": plat.provenance,
