@@ -96,9 +96,13 @@ def test_killed_runner_resumes_at_the_first_unfinished_run(tmp_path, smoke_log):
     campaign.start_detached(str(directory), str(RUNNER))
     assert wait_for(lambda: campaign.summarize(str(directory))["runs"][1]["status"] == "running")
     first = campaign.summarize(str(directory))["runs"][0]
-    pid = campaign.summarize(str(directory))["runner_pid"]
-    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the node "reboots" mid-run
+    state = campaign.summarize(str(directory))
+    run_group = state["runs"][1]["process"]["pid"]
+    # The node "reboots" mid-run: the runner and the run (its own process group) die.
+    os.killpg(os.getpgid(state["runner_pid"]), signal.SIGKILL)
+    os.killpg(run_group, signal.SIGKILL)
     assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "interrupted")
+    assert wait_for(lambda: not campaign.group_members(state["runs"][1]["process"]))
     assert campaign.find_resumable(str(directory.parent)) == str(directory)
 
     # The stalled run is retried (without the stall) and the finished one is not touched.
