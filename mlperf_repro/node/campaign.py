@@ -100,7 +100,9 @@ def os_error_text(exc, path=None):
     """``No space left on device: /data/.../state.json`` for an OSError."""
     reason = exc.strerror or str(exc)
     where = exc.filename or path
-    return "%s: %s" % (reason, where) if where else reason
+    text = "%s: %s" % (reason, where) if where else reason
+    detail = getattr(exc, "detail", None)
+    return "%s (%s)" % (text, detail) if detail else text
 
 
 def _open_new(path, mode):
@@ -664,8 +666,10 @@ class DiskFull(OSError):
 def check_space(path, what):
     free = free_bytes(path)
     if free is not None and free < MIN_FREE_BYTES:
-        raise DiskFull(errno.ENOSPC, "No space left on device (%d bytes free, %s)" % (free, what),
-                       path)
+        exc = DiskFull(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        exc.detail = "%d bytes free; %s; free some space there, then resume the campaign " \
+                     "(--tags run)" % (free, what)
+        raise exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,6 +710,12 @@ class Runner:
             os.close(fd)
             return False
         self.lock_fd = fd
+        try:  # who holds it, for a person looking; over the old bytes (no new space needed)
+            line = b"%d\n" % os.getpid()
+            os.pwrite(fd, line, 0)
+            os.ftruncate(fd, len(line))
+        except OSError:
+            pass
         return True
 
     # -- environment -----------------------------------------------------------------------
@@ -789,8 +799,8 @@ class Runner:
             # The run most likely failed for want of space (its log could not be written): it
             # did not really run, so it stays to be done once there is space again.
             record.update(status="pending", rc=None, finished=None)
-            check_space(self.dir, "%s ended (rc %s) on a full disk, writing %s"
-                        % (self.progress(record), rc, path))
+            check_space(self.dir, "%s ended (rc %s) while writing its log %s on the full disk, "
+                        "and is to be run again" % (self.progress(record), rc, record["log"]))
         self.save()
         self.say("%s: %s%s (rc %s)" % (self.progress(record), record["status"], how, rc))
 
@@ -823,7 +833,7 @@ class Runner:
                 # It ended while no runner watched, with a complete log: record it, never re-run.
                 self.finish(record, None, " (ended while the runner was away)")
                 return
-        check_space(self.dir, "before %s" % self.progress(record))
+        check_space(self.dir, "%s not started" % self.progress(record))
         if os.path.exists(path):  # a partial log from an interrupted attempt: keep it
             n = 1
             while os.path.exists("%s.interrupted-%d" % (path, n)):
