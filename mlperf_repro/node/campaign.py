@@ -851,27 +851,37 @@ class Runner:
         cwd = self.spec["code_dir"]
         self.say("%s: seed %d" % (self.progress(record), seed))
         fd = _open_new(path, FILE_MODE)
+        go_read, go_write = os.pipe()
         try:
             # The run leads its own process group: stopping it signals the whole group, and the
-            # group's identity lets the next runner adopt it if this runner dies.
-            self.child = subprocess.Popen(self.run_argv(names), cwd=cwd, env=run_env,
-                                          stdin=subprocess.DEVNULL, stdout=fd,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            # group's identity lets the next runner adopt it if this runner dies. It waits for
+            # a go on a pipe until its identity is recorded: if this runner dies before that,
+            # the pipe closes and the run never starts, unrecorded.
+            gate = 'IFS= read -r go <&%d; [ "$go" = go ] || exit 125; exec %d<&-; exec "$@"' % (
+                go_read, go_read)
+            self.child = subprocess.Popen(["bash", "-c", gate, "run"] + self.run_argv(names),
+                                          cwd=cwd, env=run_env, stdin=subprocess.DEVNULL,
+                                          stdout=fd, stderr=subprocess.STDOUT,
+                                          start_new_session=True, pass_fds=(go_read,))
         finally:
             os.close(fd)
-        record["process"] = identity(self.child.pid)
-        if self.stopping:
-            # A stop that came while the run was starting (before self.child was set) found
-            # no child to pass the signal on to: pass it on now, or the run goes on.
-            self._signal_child()
+            os.close(go_read)
         try:
-            self.save()
-        except OSError:
-            self._signal_child()  # a run nobody could record must not go on unowned
-            self.child.wait()
-            self.child = None
-            record.update(status="pending", rc=None, started=None, process=None)
-            raise
+            record["process"] = identity(self.child.pid)
+            try:
+                self.save()
+            except OSError:
+                record.update(status="pending", rc=None, started=None, process=None)
+                raise
+            if not self.stopping:
+                os.write(go_write, b"go\n")
+        finally:
+            os.close(go_write)
+            if sys.exc_info()[0] is not None:
+                self.child.wait()  # it exits on the closed pipe, without running
+                self.child = None
+        # A stop that came while the run was starting (before self.child was set) is honoured:
+        # the run got no go and ends at once.
         rc = self.child.wait()
         self.child = None
         if self.stopping:
