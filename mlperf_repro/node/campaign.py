@@ -275,16 +275,16 @@ def runner_alive(state, campaign_dir):
 
 
 def _legacy_pid_alive(pid, campaign_dir):
-    """State written before identities were recorded: the runner's command line."""
+    """A state written before runners recorded their identity: the test of that time (a live
+    process whose command line names the campaign). Every runner now records its identity."""
     if not pid:
         return False
     try:
         with open("/proc/%d/cmdline" % int(pid), "rb") as handle:
-            argv = handle.read().decode("utf-8", "replace").split("\0")
+            cmdline = handle.read().decode("utf-8", "replace")
     except (OSError, ValueError, TypeError):
         return False
-    return len(argv) >= 3 and argv[-3].endswith("campaign.py") and argv[-2] == "run" \
-        and os.path.abspath(argv[-1]) == os.path.abspath(campaign_dir)
+    return os.path.abspath(campaign_dir) in cmdline and "campaign" in cmdline
 
 
 def pid_alive(pid, campaign_dir):

@@ -94,7 +94,8 @@ def test_crashed_run_is_reported_and_the_others_still_run(tmp_path, smoke_log):
 def test_killed_runner_resumes_at_the_first_unfinished_run(tmp_path, smoke_log):
     directory = make(tmp_path, smoke_log, nexp=3, STALL_AT="1")
     campaign.start_detached(str(directory), str(RUNNER))
-    assert wait_for(lambda: campaign.summarize(str(directory))["runs"][1].get("process"))
+    count = tmp_path / "st" / "count"
+    assert wait_for(lambda: count.exists() and count.read_text().strip() == "2")  # run 1 stalls
     first = campaign.summarize(str(directory))["runs"][0]
     state = campaign.summarize(str(directory))
     run_group = state["runs"][1]["process"]["pid"]
