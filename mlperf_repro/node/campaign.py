@@ -549,7 +549,7 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
     alive, or it is complete and not yet collected), ``resumed`` (a new runner picks it up at
     its first unfinished run, adopting a run still alive from the runner before) or
     ``started`` (a new campaign directory); ``commands`` are the shell commands it would run
-    (check mode only, secret values written as ``${NAME}``). Raises CampaignError when nothing
+    (check mode only, the values of ``env`` and ``secret_env`` written as ``${NAME}``). Raises CampaignError when nothing
     may start, before anything is created.
     """
     env = {str(k): str(v) for k, v in (env or {}).items()}
@@ -569,7 +569,7 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
             spec_on_node = read_json(os.path.join(existing, "campaign.json"), {}) or {}
             todo = [r["index"] for r in state["runs"] if r["status"] in OPEN_STATES]
             return "resumed", existing, state, planned_commands(
-                spec_on_node, existing, todo, secret_env)
+                spec_on_node, existing, todo, dict(env, **secret_env))
         start_detached(existing, runner_script, python)
         return "resumed", existing, summarize(existing), None
 
@@ -584,13 +584,14 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
     spec.setdefault("root_seed", random.SystemRandom().randrange(1, 2 ** 31))
     for name in secret_env:
         env.pop(name, None)  # set in both: the secret value wins, and stays secret
+    shown_as_names = dict(env, **secret_env)  # the plan writes ${DATADIR}, ${HF_TOKEN}, ...
     env["LOGDIR"] = campaign_dir
     spec["mounts"] = expand_mounts(spec.get("mounts", []), env, secret_env)
     if check_mode:
         state = new_state(spec)
         state.update(campaign_dir=campaign_dir, done=0, counts={"pending": spec["nexp"]})
         return "started", campaign_dir, state, planned_commands(spec, campaign_dir,
-                                                                env=secret_env)
+                                                                env=shown_as_names)
     makedirs(root)
     prepare(campaign_dir, spec, dict(env, **secret_env))
     start_detached(campaign_dir, runner_script, python)
@@ -620,8 +621,8 @@ def run_argv(spec, names):
 def planned_commands(spec, campaign_dir, indexes=None, env=None):
     """The shell commands a campaign would run (check mode), for runs ``indexes`` (default all).
 
-    Values of ``env`` (the campaign's secrets, which Ansible masks as no_log) are written as
-    ``${NAME}`` references, so they never appear.
+    Values of ``env`` (the campaign's environment, secrets included) are written as ``${NAME}``
+    references, so a secret never appears and the plan reads as the guide's commands.
     """
     lines = _planned_commands(spec, campaign_dir, indexes)
     pairs = sorted(((str(v), k) for k, v in (env or {}).items() if len(str(v)) >= 3),
