@@ -947,7 +947,13 @@ class Runner:
             return self.fail("sourcing %s failed: %s" % (
                 self.spec["config_file"], exc.stderr.decode("utf-8", "replace")[-2000:]))
         try:
-            if self.runtime() != "none":
+            # Runs still alive from the runner before are adopted first, before the container
+            # they run in is replaced.
+            for record in self.state["runs"]:
+                if record["status"] == "running" and group_members(record.get("process")) \
+                        and not self.stopping:
+                    self.adopt(record)
+            if self.runtime() != "none" and not self.stopping:
                 self.start_container()
             for record in self.state["runs"]:
                 if self.stopping:
