@@ -26,6 +26,12 @@ options:
   root:
     description: Directory holding this benchmark/system's campaigns (one subdirectory each).
     type: path
+  node_root:
+    description:
+      - The node's root of all campaigns (O(node_root)/BENCHMARK/SYSTEM/CAMPAIGN). A campaign
+        still running anywhere below it (another benchmark or system) stops a new start: a node
+        runs one campaign at a time. Without it, only O(root) is searched.
+    type: path
   campaign_id:
     description: Name of the campaign directory to create when none is resumable.
     type: str
@@ -146,7 +152,7 @@ def started(module):
     action, campaign_dir, state, commands = ensure_started(
         params["root"], params["campaign_id"], params["spec"], params["runner_script"],
         env=params["env"], secret_env=params["secret_env"], python=params["python"],
-        resume=params["resume"], check_mode=module.check_mode)
+        resume=params["resume"], check_mode=module.check_mode, node_root=params["node_root"])
     state["campaign_dir"] = campaign_dir
     result = dict(changed=action != "attached", action=action, **public(state))
     if commands is not None:
@@ -159,6 +165,7 @@ def main():
         argument_spec={
             "state": {"type": "str", "choices": ["started", "status", "stopped"], "default": "started"},
             "root": {"type": "path"},
+            "node_root": {"type": "path"},
             "campaign_id": {"type": "str"},
             "campaign_dir": {"type": "path"},
             "resume": {"type": "bool", "default": True},

@@ -404,8 +404,12 @@ def find_resumable(root):
     return None
 
 
-def busy_campaigns(root, but=None):
-    """Campaigns under ``root`` (other than ``but``) with a live runner or a live run."""
+def busy_campaigns(root, but=None, depth=1):
+    """Campaigns under ``root`` (other than ``but``) with a live runner or a live run.
+
+    ``depth`` 1 looks at ``root``'s subdirectories (one benchmark/system's campaigns); 3 at
+    ``<root>/<benchmark>/<system>/<campaign>`` (every campaign of a node's LOGDIR).
+    """
     busy = []
     try:
         names = sorted(os.listdir(root))
@@ -413,11 +417,15 @@ def busy_campaigns(root, but=None):
         return busy
     for name in names:
         path = os.path.join(root, name)
-        if path == but or not os.path.isfile(os.path.join(path, "state.json")):
+        if os.path.abspath(path) == os.path.abspath(but or "") or not os.path.isdir(path) \
+                or os.path.islink(path):
             continue
-        state = read_json(os.path.join(path, "state.json"), {}) or {}
-        if runner_alive(state, path) or live_runs(state):
-            busy.append(path)
+        if os.path.isfile(os.path.join(path, "campaign.json")):
+            state = read_json(os.path.join(path, "state.json"), {}) or {}
+            if runner_alive(state, path) or live_runs(state):
+                busy.append(path)
+        elif depth > 1:
+            busy += busy_campaigns(path, but, depth - 1)
     return busy
 
 
@@ -532,7 +540,8 @@ def check_spec(spec):
         raise CampaignError("spec: expected a mapping, got %s" % describe(spec))
     for key in SPEC_REQUIRED:
         if key not in spec:
-            raise CampaignError("spec.%s is required (got keys %s)" % (key, ", ".join(sorted(spec))))
+            raise CampaignError("spec.%s is required (got keys %s)"
+                                % (key, ", ".join(sorted(spec))))
     spec = dict(spec)
     spec["nexp"] = check_nexp(spec["nexp"])
     if spec["runtime"] not in ("docker", "podman", "none"):
@@ -542,20 +551,24 @@ def check_spec(spec):
 
 
 def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=None,
-                   python=None, resume=True, check_mode=False):
+                   python=None, resume=True, check_mode=False, node_root=None):
     """Start a campaign, or re-attach to / resume the newest unfinished one under ``root``.
 
     Returns ``(action, campaign_dir, state, commands)``: action is ``attached`` (its runner is
     alive, or it is complete and not yet collected), ``resumed`` (a new runner picks it up at
     its first unfinished run, adopting a run still alive from the runner before) or
     ``started`` (a new campaign directory); ``commands`` are the shell commands it would run
-    (check mode only, the values of ``env`` and ``secret_env`` written as ``${NAME}``). Raises CampaignError when nothing
-    may start, before anything is created.
+    (check mode only, the values of ``env`` and ``secret_env`` written as ``${NAME}``).
+    ``node_root`` (the node's LOGDIR root, ``<node_root>/<benchmark>/<system>/<campaign>``)
+    is searched too for campaigns still running: a node runs one campaign at a time. Raises
+    CampaignError when nothing may start, before anything is created.
     """
     env = {str(k): str(v) for k, v in (env or {}).items()}
     secret_env = {str(k): str(v) for k, v in (secret_env or {}).items()}
     existing = find_resumable(root) if resume else None
     busy = busy_campaigns(root, but=existing)
+    if node_root and not busy:  # the node's other benchmarks and systems
+        busy = busy_campaigns(node_root, but=existing, depth=3)
     if busy:
         raise CampaignError(
             "%s still has a live runner or run on this node: two campaigns never run at once. "
@@ -575,7 +588,8 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
 
     spec = check_spec(spec)
     if not campaign_id or "/" in campaign_id or campaign_id.startswith("."):
-        raise CampaignError("campaign_id: expected a directory name, got %s" % describe(campaign_id))
+        raise CampaignError("campaign_id: expected a directory name, got %s"
+                            % describe(campaign_id))
     campaign_dir = os.path.join(root, campaign_id)
     if os.path.lexists(campaign_dir):
         raise CampaignError("%s already exists: campaigns never overwrite each other; choose "

@@ -70,7 +70,8 @@ class Node:
         (self.code / "config_CPU_1x1x1.sh").write_text('export DGXSYSTEM="CPU_1x1x1"\n')
         self.st = base / "st"
         self.st.mkdir()
-        self.root = root or base / "logs"
+        self.node_root = root or base / "logs"  # <node_root>/<benchmark>/<system>/<campaign>
+        self.root = self.node_root / "smoke" / "CPU_1x1x1"
         self.smoke_log = smoke_log
         self.consoles: list[str] = []
         self.calls = 0
@@ -98,14 +99,14 @@ class Node:
             assert proc.returncode == 0, console
         return result
 
-    def start(self, nexp=3, campaign_id="c1", resume=True, check=True, **env):
+    def start(self, nexp=3, campaign_id="c1", resume=True, check=True, root=None, **env):
         env = dict({"LOG": str(self.smoke_log), "ST": str(self.st)}, **env)
         spec = {"nexp": nexp, "code_dir": str(self.code), "runtime": "none",
                 "config_file": str(self.code / "config_CPU_1x1x1.sh"), "root_seed": ROOT_SEED}
-        return self.module(check=check, state="started", root=str(self.root),
-                           campaign_id=campaign_id, resume=resume, spec=spec, env=env,
-                           secret_env={"HF_TOKEN": SECRET}, runner_script=str(RUNNER),
-                           python=sys.executable)
+        return self.module(check=check, state="started", root=str(root or self.root),
+                           node_root=str(self.node_root), campaign_id=campaign_id,
+                           resume=resume, spec=spec, env=env, secret_env={"HF_TOKEN": SECRET},
+                           runner_script=str(RUNNER), python=sys.executable)
 
     def status(self, directory) -> dict:
         return self.module(state="status", campaign_dir=str(directory))
@@ -195,6 +196,9 @@ def test_orphaned_run_is_adopted_never_run_twice(tmp_path, make_node):
     assert other["failed"] and "two campaigns never run at once" in other["msg"]
     assert str(directory) in other["msg"]
     assert not (node.root / "c2").exists()
+    elsewhere = node.start(campaign_id="c3", check=False, root=node.node_root / "other" / "SYS")
+    assert elsewhere["failed"] and str(directory) in elsewhere["msg"]  # another benchmark: no
+    assert not (node.node_root / "other" / "SYS" / "c3").exists()
 
     resumed = node.start(nexp=3)
     assert resumed["action"] == "resumed" and resumed["campaign_dir"] == str(directory)
