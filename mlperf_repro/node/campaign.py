@@ -562,7 +562,31 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
     ``node_root`` (the node's LOGDIR root, ``<node_root>/<benchmark>/<system>/<campaign>``)
     is searched too for campaigns still running: a node runs one campaign at a time. Raises
     CampaignError when nothing may start, before anything is created.
+
+    Two starts at once on a node are taken in turn (a lock in ``node_root``, or ``root``), so
+    the second sees the campaign the first started.
     """
+    spec = check_spec(spec)  # bad input is refused before anything is created, even on resume
+    if not campaign_id or "/" in campaign_id or campaign_id.startswith("."):
+        raise CampaignError("campaign_id: expected a directory name, got %s"
+                            % describe(campaign_id))
+    args = (root, campaign_id, spec, runner_script, env, secret_env, python, resume, check_mode,
+            node_root)
+    if check_mode:
+        return _ensure_started(*args)
+    lock_dir = node_root or root
+    makedirs(lock_dir)
+    fd = os.open(os.path.join(lock_dir, ".campaign-start.lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _ensure_started(*args)
+    finally:
+        os.close(fd)
+
+
+def _ensure_started(root, campaign_id, spec, runner_script, env, secret_env, python, resume,
+                    check_mode, node_root):
     env = {str(k): str(v) for k, v in (env or {}).items()}
     secret_env = {str(k): str(v) for k, v in (secret_env or {}).items()}
     existing = find_resumable(root) if resume else None
@@ -586,10 +610,6 @@ def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=
         start_detached(existing, runner_script, python)
         return "resumed", existing, summarize(existing), None
 
-    spec = check_spec(spec)
-    if not campaign_id or "/" in campaign_id or campaign_id.startswith("."):
-        raise CampaignError("campaign_id: expected a directory name, got %s"
-                            % describe(campaign_id))
     campaign_dir = os.path.join(root, campaign_id)
     if os.path.lexists(campaign_dir):
         raise CampaignError("%s already exists: campaigns never overwrite each other; choose "

@@ -381,3 +381,34 @@ def test_guide_layout_under_umask_000_through_the_playbook(tmp_path):
                 if stat.S_IMODE(p.lstat().st_mode) & stat.S_IWOTH]
     assert writable == []
     assert stat.S_IMODE(directory.stat().st_mode) == 0o2770
+
+
+def test_two_starts_at_once_on_a_node_start_one_campaign(tmp_path, make_node):
+    """Two playbooks start a campaign on the same node at the same moment (other campaign ids,
+    resume off): one starts, the other is refused, and no two runs ever overlap."""
+    node = make_node()
+    spec = {"nexp": 2, "code_dir": str(node.code), "runtime": "none",
+            "config_file": str(node.code / "config_CPU_1x1x1.sh"), "root_seed": ROOT_SEED}
+    env = {"LOG": str(node.smoke_log), "ST": str(node.st), "HOLD_AT": "0"}
+    procs = []
+    for name in ("a", "b"):
+        play = [{"hosts": "local", "gather_facts": False, "tasks": [{"mlperf_campaign": {
+            "root": str(node.root), "node_root": str(node.node_root), "campaign_id": name,
+            "resume": False, "spec": spec, "env": env, "runner_script": str(RUNNER),
+            "python": sys.executable}}]}]
+        (tmp_path / f"{name}.yml").write_text(yaml.safe_dump(play))
+        procs.append(subprocess.Popen(
+            [str(BIN / "ansible-playbook"), "-i", "inventory/local", str(tmp_path / f"{name}.yml")],
+            cwd=ROOT, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, outputs
+    refused = outputs[[p.returncode for p in procs].index(codes[1])]
+    assert "two campaigns never run at once" in refused
+    (directory,) = [p for p in node.root.iterdir() if (p / "campaign.json").exists()]
+    assert wait_for(lambda: (node.st / "holding_0").exists())
+    node.release(0)
+    done = node.wait_status(directory, lambda r: r["status"] not in ("pending", "running"))
+    assert [r["status"] for r in done["runs"]] == ["success", "success"]
+    assert node.starts() == [0, 1] and not (node.st / "overlap").exists()
