@@ -131,11 +131,11 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.campaign import (CampaignError, describe, ensure_started,
-                                               os_error_text, stop, summarize)
+    from ansible.module_utils.campaign import (CampaignError, ensure_started, os_error_text,
+                                               stop, summarize)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.campaign import (CampaignError, describe, ensure_started,
-                                            os_error_text, stop, summarize)
+    from mlperf_repro.node.campaign import (CampaignError, ensure_started, os_error_text, stop,
+                                            summarize)
 
 
 def public(state):

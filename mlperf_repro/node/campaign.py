@@ -362,6 +362,12 @@ def summarize(campaign_dir):
     alive = runner_alive(state, campaign_dir)
     if state.get("status") == "running" and not alive:
         state["status"] = "interrupted"
+        free = free_bytes(campaign_dir)
+        if not state.get("error") and free is not None and free < MIN_FREE_BYTES:
+            # The runner could not even record why it stopped: the disk is full.
+            state["error"] = "%s: %s (%d bytes free; the runner stopped there; free some space, " \
+                "then resume the campaign with --tags run)" % (
+                    os.strerror(errno.ENOSPC), campaign_dir, free)
         if not state.get("error"):
             last = _last_error_line(campaign_dir)
             state["error"] = ("the runner stopped: %s (see %s)" % (

@@ -412,3 +412,18 @@ def test_two_starts_at_once_on_a_node_start_one_campaign(tmp_path, make_node):
     done = node.wait_status(directory, lambda r: r["status"] not in ("pending", "running"))
     assert [r["status"] for r in done["runs"]] == ["success", "success"]
     assert node.starts() == [0, 1] and not (node.st / "overlap").exists()
+
+
+def test_a_runner_that_died_on_a_full_disk_is_reported_with_the_cause(tmp_path, make_node,
+                                                                        small_fs):
+    """The disk filled so that the runner could not even record why it stopped."""
+    node = make_node(small_fs / "logs")
+    directory = Path(node.start(nexp=2, HOLD_AT="0")["campaign_dir"])
+    assert wait_for(lambda: (node.st / "holding_0").exists())
+    state = json.loads((directory / "state.json").read_text())
+    kill9(state["runner_pid"])
+    os.killpg(state["runs"][0]["process"]["pid"], signal.SIGKILL)
+    fill(small_fs)
+    status = node.status(directory)
+    assert status["status"] == "interrupted"
+    assert status["error"].startswith(f"No space left on device: {directory} ")
