@@ -355,7 +355,11 @@ def test_guide_layout_under_umask_000_through_the_playbook(tmp_path):
     logdir = datadir / "results"
     extra = {"mlperf_local_root": str(tmp_path / "root"), "mlperf_datadir": str(datadir),
              "mlperf_logdir": str(logdir), "mlperf_results_dir": str(tmp_path / "results"),
-             "mlperf_nexp": 2, "mlperf_allow_partial": True}
+             "mlperf_nexp": 2, "mlperf_allow_partial": True,
+             # data, even inside campaign_extra_env (masked, it would mask campaign_dir) ...
+             "campaign_extra_env": {"RESULTS_ROOT": str(logdir), "WANDB_API_KEY": SECRET + "_wb"},
+             # ... and secrets: their own variable, or a name that looks secret
+             "campaign_secret_env": {"S3_CREDS": SECRET + "_s3"}}
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", HF_TOKEN=SECRET, ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([str(BIN / "ansible-playbook"), "site.yml", "-i", "inventory/local", "-v",
                            "-e", json.dumps(extra)], cwd=ROOT, env=env, capture_output=True,
@@ -374,6 +378,10 @@ def test_guide_layout_under_umask_000_through_the_playbook(tmp_path):
 
     holders = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert holders == [directory / "env.json"]  # the token reached the runs, and only there
+    run_env = json.loads((directory / "env.json").read_text())
+    assert (run_env["HF_TOKEN"], run_env["WANDB_API_KEY"], run_env["S3_CREDS"]) == (
+        SECRET, SECRET + "_wb", SECRET + "_s3")
+    assert run_env["RESULTS_ROOT"] == str(logdir) and run_env["DATADIR"] == str(datadir)
     assert stat.S_IMODE((directory / "env.json").stat().st_mode) == 0o600
     created = [logdir, *logdir.rglob("*"), tmp_path / "root" / "work" / "bin",
                *(tmp_path / "root" / "work" / "bin").rglob("*")]
