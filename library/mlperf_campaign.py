@@ -14,6 +14,9 @@ description:
     campaign directory O(root)/O(campaign_id) and starts a detached runner in it.
   - C(state=status) reports a campaign's state; C(state=stopped) stops its runner.
   - Campaign directories are never overwritten or deleted; finished runs are never re-run.
+  - A run still alive from a runner that died (an orphan) is adopted by the resumed runner, which
+    waits for it and records its result: two runs never run at once. A campaign is not started
+    while another campaign under O(root) has a live runner or run.
 options:
   state:
     description: What to do.
@@ -22,6 +25,12 @@ options:
     default: started
   root:
     description: Directory holding this benchmark/system's campaigns (one subdirectory each).
+    type: path
+  node_root:
+    description:
+      - The node's root of all campaigns (O(node_root)/BENCHMARK/SYSTEM/CAMPAIGN). A campaign
+        still running anywhere below it (another benchmark or system) stops a new start: a node
+        runs one campaign at a time. Without it, only O(root) is searched.
     type: path
   campaign_id:
     description: Name of the campaign directory to create when none is resumable.
@@ -38,10 +47,19 @@ options:
       - What to run; keys nexp, code_dir, config_file, runtime (docker, podman or none), image,
         container_name, container_flags, mounts (host paths may use {DATADIR}-style fields of
         O(env) and {LOGDIR}), clear_caches, stop_on_failure, benchmark, system.
+      - nexp is a whole number from 1 to 1000.
     type: dict
   env:
-    description: Environment for the runs (DATADIR, CONT, MODEL, secrets, ...); LOGDIR is set to
-      the campaign directory. Stored 0600 in the campaign directory, never returned.
+    description:
+      - Environment for the runs (DATADIR, CONT, MODEL, ...); LOGDIR is set to the campaign
+        directory. Not secret (paths and names show in results as they are): secrets go in
+        O(secret_env).
+    type: dict
+    default: {}
+  secret_env:
+    description:
+      - Secret environment for the runs (HF_TOKEN, ...). Stored with O(env) in the campaign's
+        env.json (mode 0600), never returned, logged or written anywhere else.
     type: dict
     default: {}
   runner_script:
@@ -65,6 +83,7 @@ EXAMPLES = r"""
     campaign_id: 20261128T120000-1a2b
     spec: "{{ campaign_spec }}"
     env: {DATADIR: /data/mlperf_llama31_8b/data, CONT: "rocm/amd-mlperf:llama31_8b_training_6.0"}
+    secret_env: {HF_TOKEN: "{{ vault_hf_token }}"}
     runner_script: /opt/mlperf-repro/bin/mlperf_campaign.py
   register: campaign
 """
@@ -91,6 +110,15 @@ done:
   description: Number of runs that have finished.
   returned: always
   type: int
+error:
+  description: Why the campaign failed or was interrupted (the cause and the path), when it did.
+  returned: when there is one
+  type: str
+orphans:
+  description: Runs still alive without their runner (adopted when the campaign is resumed).
+  returned: when there are some
+  type: list
+  elements: int
 commands:
   description: In check mode, the shell commands the campaign would run (no secret values).
   returned: check mode, when a campaign would start or resume
@@ -99,38 +127,21 @@ commands:
 """
 
 import os
-import random
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.campaign import (find_resumable, new_state, planned_commands,
-                                               prepare, read_json, start_detached, stop, summarize)
+    from ansible.module_utils.campaign import (CampaignError, ensure_started, os_error_text,
+                                               stop, summarize)
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.campaign import (find_resumable, new_state, planned_commands, prepare,
-                                            read_json, start_detached, stop, summarize)
-
-SPEC_REQUIRED = ("nexp", "code_dir", "config_file", "runtime")
+    from mlperf_repro.node.campaign import (CampaignError, ensure_started, os_error_text, stop,
+                                            summarize)
 
 
 def public(state):
     keys = ("campaign_id", "campaign_dir", "status", "runs", "done", "nexp", "counts",
-            "runner_alive", "started", "finished", "error")
+            "runner_alive", "started", "finished", "error", "orphans")
     return {k: state.get(k) for k in keys}
-
-
-def fail_on_spec(module, spec):
-    for key in SPEC_REQUIRED:
-        if key not in spec:
-            module.fail_json(msg="spec.%s is required (got keys %s)" % (key, sorted(spec)))
-    try:
-        nexp = int(spec["nexp"])
-    except (TypeError, ValueError):
-        module.fail_json(msg="spec.nexp: expected a positive integer, got %r" % (spec["nexp"],))
-    if nexp < 1:
-        module.fail_json(msg="spec.nexp: expected a positive integer, got %r" % (spec["nexp"],))
-    if spec["runtime"] not in ("docker", "podman", "none"):
-        module.fail_json(msg="spec.runtime: expected docker, podman or none, got %r" % spec["runtime"])
 
 
 def started(module):
@@ -138,44 +149,15 @@ def started(module):
     for key in ("root", "campaign_id", "spec", "runner_script"):
         if not params[key]:
             module.fail_json(msg="%s is required with state=started" % key)
-    existing = find_resumable(params["root"]) if params["resume"] else None
-    if existing:
-        state = summarize(existing)
-        if state["runner_alive"] or state["status"] == "complete":
-            module.exit_json(changed=False, action="attached", **public(state))
-        if module.check_mode:
-            spec = read_json(os.path.join(existing, "campaign.json"), {})
-            todo = [r["index"] for r in state["runs"] if r["status"] in ("pending", "running")]
-            module.exit_json(changed=True, action="resumed", **public(state),
-                             commands=planned_commands(spec, existing, todo, params["env"]))
-        start_detached(existing, params["runner_script"], params["python"])
-        module.exit_json(changed=True, action="resumed", **public(summarize(existing)))
-
-    spec = dict(params["spec"])
-    fail_on_spec(module, spec)
-    campaign_dir = os.path.join(params["root"], params["campaign_id"])
-    if os.path.exists(campaign_dir):
-        module.fail_json(msg="%s already exists: campaigns never overwrite each other; "
-                             "choose another campaign_id" % campaign_dir)
-    spec["nexp"] = int(spec["nexp"])
-    spec["campaign_id"] = params["campaign_id"]
-    spec.setdefault("root_seed", random.SystemRandom().randrange(1, 2 ** 31))
-    env = {k: str(v) for k, v in (params["env"] or {}).items()}
-    env["LOGDIR"] = campaign_dir
-    fields = dict(env)
-    try:
-        spec["mounts"] = [{"host": m["host"].format_map(fields), "container": m["container"]}
-                          for m in spec.get("mounts", [])]
-    except KeyError as exc:
-        module.fail_json(msg="spec.mounts refers to %s, which env does not set" % exc)
-    if module.check_mode:
-        state = new_state(spec)
-        state.update(campaign_dir=campaign_dir, done=0, counts={"pending": spec["nexp"]})
-        module.exit_json(changed=True, action="started", **public(state),
-                         commands=planned_commands(spec, campaign_dir, env=params["env"]))
-    prepare(campaign_dir, spec, env)
-    start_detached(campaign_dir, params["runner_script"], params["python"])
-    module.exit_json(changed=True, action="started", **public(summarize(campaign_dir)))
+    action, campaign_dir, state, commands = ensure_started(
+        params["root"], params["campaign_id"], params["spec"], params["runner_script"],
+        env=params["env"], secret_env=params["secret_env"], python=params["python"],
+        resume=params["resume"], check_mode=module.check_mode, node_root=params["node_root"])
+    state["campaign_dir"] = campaign_dir
+    result = dict(changed=action != "attached", action=action, **public(state))
+    if commands is not None:
+        result["commands"] = commands
+    module.exit_json(**result)
 
 
 def main():
@@ -183,17 +165,32 @@ def main():
         argument_spec={
             "state": {"type": "str", "choices": ["started", "status", "stopped"], "default": "started"},
             "root": {"type": "path"},
+            "node_root": {"type": "path"},
             "campaign_id": {"type": "str"},
             "campaign_dir": {"type": "path"},
             "resume": {"type": "bool", "default": True},
             "spec": {"type": "dict"},
-            "env": {"type": "dict", "default": {}, "no_log": True},
+            "env": {"type": "dict", "default": {}},
+            "secret_env": {"type": "dict", "default": {}, "no_log": True},
             "runner_script": {"type": "path"},
             "python": {"type": "path"},
         },
         required_if=[("state", "status", ["campaign_dir"]), ("state", "stopped", ["campaign_dir"])],
         supports_check_mode=True,
     )
+    try:
+        run(module)
+    except CampaignError as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="mlperf_campaign: %s" % os_error_text(exc))
+    except Exception as exc:  # pylint: disable=broad-except
+        # Never the bare "Module failed.": say what broke, in words (no internal type names).
+        module.fail_json(msg="mlperf_campaign failed unexpectedly: %s (%s)"
+                             % (exc, type(exc).__name__.lstrip("_")))
+
+
+def run(module):
     state = module.params["state"]
     if state == "started":
         started(module)

@@ -94,11 +94,16 @@ def test_crashed_run_is_reported_and_the_others_still_run(tmp_path, smoke_log):
 def test_killed_runner_resumes_at_the_first_unfinished_run(tmp_path, smoke_log):
     directory = make(tmp_path, smoke_log, nexp=3, STALL_AT="1")
     campaign.start_detached(str(directory), str(RUNNER))
-    assert wait_for(lambda: campaign.summarize(str(directory))["runs"][1]["status"] == "running")
+    count = tmp_path / "st" / "count"
+    assert wait_for(lambda: count.exists() and count.read_text().strip() == "2")  # run 1 stalls
     first = campaign.summarize(str(directory))["runs"][0]
-    pid = campaign.summarize(str(directory))["runner_pid"]
-    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the node "reboots" mid-run
+    state = campaign.summarize(str(directory))
+    run_group = state["runs"][1]["process"]["pid"]
+    # The node "reboots" mid-run: the runner and the run (its own process group) die.
+    os.killpg(os.getpgid(state["runner_pid"]), signal.SIGKILL)
+    os.killpg(run_group, signal.SIGKILL)
     assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "interrupted")
+    assert wait_for(lambda: not campaign.group_members(state["runs"][1]["process"]))
     assert campaign.find_resumable(str(directory.parent)) == str(directory)
 
     # The stalled run is retried (without the stall) and the finished one is not touched.
@@ -175,3 +180,101 @@ def test_run_outcome_reads_run_stop_status(tmp_path, smoke_log):
     assert campaign.run_outcome(str(path), 1) == "failed"  # converged, then the process failed
     path.write_text("\n".join(l for l in text.splitlines() if "run_stop" not in l))
     assert campaign.run_outcome(str(path), 0) == "crashed"
+
+
+def test_every_path_the_campaign_creates_has_its_mode_whatever_the_umask(tmp_path, smoke_log):
+    old = os.umask(0)
+    try:
+        directory = make(tmp_path, smoke_log, nexp=2)
+        proc = subprocess.run([sys.executable, str(RUNNER), "run", str(directory)],
+                              capture_output=True, text=True, timeout=120,
+                              preexec_fn=lambda: os.umask(0))
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert campaign.summarize(str(directory))["status"] == "complete"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [directory.parent, directory,
+                                                                *directory.iterdir()]}
+    assert {"result_0.txt", "result_1.txt", "state.json", "runner.lock"} <= set(modes)
+    assert [name for name, mode in modes.items() if mode & stat.S_IWOTH] == []
+    assert modes["env.json"] == 0o600 and modes["c1"] == 0o2770
+    assert modes["result_0.txt"] == modes["state.json"] == 0o644
+
+
+def test_a_process_is_told_apart_from_a_later_one_with_its_pid():
+    me = campaign.identity(os.getpid())
+    assert campaign.is_same_process(me)
+    assert not campaign.is_same_process(dict(me, start=me["start"] - 1))  # a recycled pid
+    assert not campaign.is_same_process(dict(me, boot="another-boot"))   # before a reboot
+    assert not campaign.is_same_process({"pid": os.getpid(), "start": None})
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        group = campaign.identity(child.pid)
+        assert campaign.group_members(group) == [child.pid]
+        assert campaign.group_members(dict(group, start=group["start"] - 1)) == []
+        assert not campaign.signal_group(dict(group, start=group["start"] - 1), signal.SIGTERM)
+        assert child.poll() is None  # not signalled: not the recorded process
+        assert campaign.signal_group(group, signal.SIGTERM)
+        assert child.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        child.kill()
+        child.wait()
+    assert campaign.group_members(group) == []
+
+
+def test_a_second_runner_of_a_campaign_exits_at_once(tmp_path, smoke_log):
+    directory = make(tmp_path, smoke_log, nexp=2, STALL_AT="0")
+    campaign.start_detached(str(directory), str(RUNNER))
+    assert wait_for(lambda: campaign.summarize(str(directory))["runs"][0]["status"] == "running")
+    first = campaign.summarize(str(directory))["runner"]
+    second = run_inline(directory)  # the lock is held: it exits without touching anything
+    assert second.returncode == 0
+    assert "another runner" in second.stdout
+    assert campaign.summarize(str(directory))["runner"] == first
+    assert int((tmp_path / "st" / "count").read_text()) == 1
+    assert campaign.stop(str(directory))
+    assert wait_for(lambda: campaign.summarize(str(directory))["status"] == "stopped")
+
+
+@pytest.mark.parametrize("nexp, said", [
+    (10 ** 12, "from 1 to 1000 (10 for a submission), got 1000000000000"),
+    (0, "got 0"), (-3, "got -3"), ("ten", 'got "ten"'), (True, "got true"), (2.5, "got 2.5"),
+    (None, "got nothing (null)"), ([10], "got a list"),
+])
+def test_a_bad_run_count_is_refused_in_words(tmp_path, nexp, said):
+    with pytest.raises(campaign.CampaignError) as err:
+        campaign.ensure_started(str(tmp_path / "root"), "c1", {
+            "nexp": nexp, "code_dir": "/x", "config_file": "/x/c.sh", "runtime": "none"},
+            str(RUNNER))
+    assert str(err.value).startswith("spec.nexp: expected a whole number of runs")
+    assert said in str(err.value)
+    assert not (tmp_path / "root").exists()  # refused before anything was created
+    assert campaign.check_nexp("12") == 12
+
+
+def test_mount_fields_are_substituted_never_interpreted():
+    fields = {"DATADIR": "/data/x", "LOGDIR": "/data/x/results/c1"}
+    mounts = [{"host": "{DATADIR}/data", "container": "/data"},
+              {"host": "{LOGDIR}", "container": "/results"},
+              {"host": "/odd/{DATADIR.__class__}/{0}", "container": "/odd"}]
+    assert campaign.expand_mounts(mounts, fields) == [
+        {"host": "/data/x/data", "container": "/data"},
+        {"host": "/data/x/results/c1", "container": "/results"},
+        {"host": "/odd/{DATADIR.__class__}/{0}", "container": "/odd"}]
+    with pytest.raises(campaign.CampaignError, match=r"\{MODEL\}, which env does not set"):
+        campaign.expand_mounts([{"host": "{MODEL}", "container": "/m"}], fields)
+    with pytest.raises(campaign.CampaignError, match="a secret"):
+        campaign.expand_mounts([{"host": "{HF_TOKEN}", "container": "/m"}], fields, {"HF_TOKEN"})
+
+
+def test_write_json_leaves_no_temporary_file_when_it_fails(tmp_path):
+    target = tmp_path / "gone" / "state.json"  # its directory does not exist: the write fails
+    with pytest.raises(OSError) as err:
+        campaign.write_json(str(target), {"a": 1})
+    assert str(target) in campaign.os_error_text(err.value)
+    path = tmp_path / "state.json"
+    campaign.write_json(str(path), {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert campaign._rewrite_in_place(str(path), b'{"a": 2}\n')  # within the space it holds
+    assert json.loads(path.read_text()) == {"a": 2}
