@@ -5,10 +5,8 @@ artifacts and Ansible's fact cache - because every creator gives an explicit mod
 Both ways in are run for real on inventory/local: `mlperf-repro run` (ansible-runner) and
 `ansible-playbook site.yml`, each started with umask 000.
 
-Restriction, named here on purpose: the files the detached campaign runner
-(mlperf_repro/node/campaign.py, another change's) writes inside the node's campaign directory
-(result_*.txt, runner.out) are not asserted on here; the directory itself is, and so are the
-copies collect brings back to the controller.
+The node's campaign directory is included: the detached runner gives its directory, state,
+result logs and runner.out explicit modes too (env.json, which holds secrets, is 0600).
 """
 
 from __future__ import annotations
@@ -29,11 +27,9 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.integration
 
 
-def world_writable(root: Path, skip: Path | None = None) -> list[str]:
+def world_writable(root: Path) -> list[str]:
     found = []
     for path in [root, *root.rglob("*")]:
-        if skip is not None and path.parent == skip:
-            continue  # the campaign runner's own files: see the module docstring
         st = path.lstat()
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & stat.S_IWOTH:
             found.append(f"{oct(stat.S_IMODE(st.st_mode))} {path}")
@@ -62,7 +58,9 @@ def test_cli_run_under_umask_000_creates_nothing_world_writable(tmp_path):
     assert collected and list((tmp_path / "results").rglob("score.json"))
     assert list((tmp_path / "results").rglob("report.html"))
     assert list((tmp_path / "state").rglob("job_events"))
-    assert world_writable(tmp_path, skip=campaign) == []
+    assert world_writable(tmp_path) == []
+    assert list(campaign.glob("result_*.txt")) and (campaign / "runner.out").exists()
+    assert stat.S_IMODE((campaign / "env.json").stat().st_mode) == 0o600
     for path in (tmp_path / "state").rglob("*"):  # the runner's artifacts: private
         assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
 
@@ -87,4 +85,4 @@ def test_playbook_under_umask_000_creates_nothing_world_writable(tmp_path):
     campaign = campaign_dir(tmp_path / "root")
     assert not stat.S_IMODE(campaign.stat().st_mode) & stat.S_IWOTH
     assert list((tmp_path / "results").rglob("report.md"))
-    assert world_writable(tmp_path, skip=campaign) == []
+    assert world_writable(tmp_path) == []
