@@ -553,6 +553,15 @@ def check_spec(spec):
     if spec["runtime"] not in ("docker", "podman", "none"):
         raise CampaignError("spec.runtime: expected docker, podman or none, got %s"
                             % describe(spec["runtime"]))
+    if spec.get("launcher", "native") not in LAUNCHERS:
+        raise CampaignError("spec.launcher: expected %s, got %s"
+                            % (" or ".join(LAUNCHERS), describe(spec.get("launcher"))))
+    if amd_launcher(spec):
+        script = spec.get("vendor_launch_script") or "run_with_docker.sh"
+        if spec["runtime"] == "none" or os.path.basename(script) != script:
+            raise CampaignError("spec.launcher amd runs AMD's %s, which starts a container: it "
+                                "needs runtime docker or podman and a script in code_dir, got "
+                                "runtime %s" % (script, describe(spec["runtime"])))
     return spec
 
 
@@ -687,8 +696,27 @@ def container_run_argv(spec):
     return argv + [spec["image"], "sleep", "infinity"]
 
 
+#: Who launches each run: the native runner (one long-lived container, ``docker exec`` per run,
+#: detached and resumable), or AMD's own launcher script run literally, once per run (NEXP=1),
+#: for sites that want the vendor's path.
+LAUNCHERS = ("native", "amd")
+
+
+def amd_launcher(spec):
+    """True when each run is AMD's own launcher script (``launcher: amd``)."""
+    return spec.get("launcher", "native") == "amd"
+
+
+def amd_run_logdir(campaign_dir, index):
+    """LOGDIR given to AMD's launcher for run ``index``: its own directory, so the script's own
+    result files (``result_0.txt`` for every NEXP=1 call) never overwrite another run's."""
+    return os.path.join(campaign_dir, "amd-run-%d" % index)
+
+
 def run_argv(spec, names):
     """One run's command; ``names`` are the variables config_<SYSTEM>.sh exports."""
+    if amd_launcher(spec):
+        return ["bash", "./" + (spec.get("vendor_launch_script") or "run_with_docker.sh")]
     if spec.get("runtime", "none") == "none":
         return ["bash", "./run_and_time.sh"]
     argv = [spec.get("runtime_command") or spec["runtime"], "exec"]
@@ -717,6 +745,8 @@ def _planned_commands(spec, campaign_dir, indexes):
     lines = ["cd %s && set -a && %s && set +a && export NEXP=%d" % (
         quote(code_dir), " && ".join(". " + quote(f) for f in config_files(spec)), int(spec["nexp"]))]
     runtime = spec.get("runtime", "none")
+    if amd_launcher(spec):  # AMD's script starts and removes its own container, once per run
+        runtime = "none"
     if runtime != "none":
         lines.append(" ".join(quote(a) for a in container_run_argv(spec)))
     names = ["<each variable %s exports>" % os.path.basename(spec["config_file"])]
@@ -840,6 +870,11 @@ class Runner:
     def runtime(self):
         return self.spec.get("runtime", "none")
 
+    def own_container(self):
+        """Does this runner start the container the runs exec into? (AMD's launcher starts
+        and removes its own.)"""
+        return self.runtime() != "none" and not amd_launcher(self.spec)
+
     def container_cmd(self):
         return [self.spec.get("runtime_command") or self.runtime()]
 
@@ -932,6 +967,15 @@ class Runner:
         self.clear_caches()
         run_env = dict(env)
         run_env["SEED"] = str(seed)
+        if amd_launcher(self.spec):
+            # AMD's script, literally, for this one run: it sources nothing itself (the config
+            # and site values are in the environment, as after the guide's `source config_*.sh`),
+            # starts its container, runs NEXP runs and tees each into LOGDIR: one run, into a
+            # directory of its own; its output is this run's log.
+            run_env["NEXP"] = "1"
+            run_env.setdefault("DGXSYSTEM", str(self.spec.get("system") or ""))
+            run_env["LOGDIR"] = amd_run_logdir(self.dir, record["index"])
+            makedirs(run_env["LOGDIR"], DIR_MODE)
         cwd = self.spec["code_dir"]
         self.say("%s: seed %d" % (self.progress(record), seed))
         fd = _open_new(path, FILE_MODE)
@@ -1036,7 +1080,7 @@ class Runner:
                 if record["status"] == "running" and group_members(record.get("process")) \
                         and not self.stopping:
                     self.adopt(record)
-            if self.runtime() != "none" and not self.stopping:
+            if self.own_container() and not self.stopping:
                 self.start_container()
             for record in self.state["runs"]:
                 if self.stopping:
@@ -1052,7 +1096,7 @@ class Runner:
         except ContainerError as exc:
             return self.fail(str(exc))
         finally:
-            if self.runtime() != "none":
+            if self.own_container():
                 self.remove_container()
         if self.stopping:
             for record in self.state["runs"]:

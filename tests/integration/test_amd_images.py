@@ -139,3 +139,72 @@ def test_prepare_script_builds_the_expected_tree_from_the_bucket(nginx_bucket, b
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [r for r in nginx_bucket.requests(mark) if "/datasets/" in r.uri] == []
+
+
+@needs_podman
+@pytest.mark.slow
+def test_campaign_launcher_amd_runs_amds_script_once_per_run(docker, devices, tmp_path):
+    """`campaign_launcher: amd`: the detached campaign runner runs the image's own
+    run_with_docker.sh literally, once per run (NEXP=1, a LOGDIR of its own), after sourcing
+    the image's config and the site's values; its output is the run's log. The ten logs score
+    exactly as the published set, and the runner starts no container of its own."""
+    import json
+    import sys
+    import time
+
+    from mlperf_repro.node import campaign
+
+    os.chmod(tmp_path, 0o755)
+    variant = amd_image.variant(BENCHMARK)
+    code = tmp_path / "code"
+    cid = docker.run("create", variant.tag).stdout.strip()
+    docker.run("cp", f"{cid}:/workspace/code", str(code))
+    docker.run("rm", cid)
+    # AMD's launcher passes the names the config exports into its container (its own
+    # `compgen -e` of the config): the replay's settings go in the config, as a site edits it.
+    # One ledger for the campaign (each run's /results is its own): run k replays result_k.
+    with open(code / "config_MI355X_1x8x1.sh", "a") as handle:
+        handle.write("export MLPERF_REPLAY_MAX_SECONDS=0.1\n"
+                     "export MLPERF_REPLAY_LEDGER=/data/.mlperf-replay-ledger.json\n")
+    # the site's values, sourced after the image's config (the render stage writes this file)
+    (code / "site_env.sh").write_text("export NCCL_DEBUG='WARN'\n")
+    datadir = tmp_path / "mlperf_llama2"
+    (datadir / "data").mkdir(parents=True)
+    logs = datadir / "results" / BENCHMARK / "MI355X_1x8x1"
+    spec = {"nexp": 10, "code_dir": str(code), "config_file": str(code / "config_MI355X_1x8x1.sh"),
+            "site_config_file": str(code / "site_env.sh"), "runtime": "docker", "launcher": "amd",
+            "image": variant.tag, "container_name": "mlperf_llama2sft", "benchmark": BENCHMARK,
+            "system": "MI355X_1x8x1", "clear_caches": False,
+            "mounts": [{"host": "{DATADIR}/data", "container": "/data"}]}
+    env = {"DATADIR": str(datadir), "CONT": variant.tag, "PATH": docker.env()["PATH"]}
+    for key, value in docker.env().items():
+        if key.startswith(("CONTAINERS_", "MLPERF_")):
+            env[key] = value
+    runner = ROOT / "mlperf_repro" / "node" / "campaign.py"
+    action, campaign_dir, _, _ = campaign.ensure_started(
+        str(logs), "c1", spec, str(runner), env=env, secret_env={"HF_TOKEN": "hf_not-a-real-token"},
+        python=sys.executable)
+    assert action == "started"
+    deadline = time.monotonic() + 600
+    while campaign.summarize(campaign_dir)["status"] in ("running", "starting"):
+        assert time.monotonic() < deadline, Path(campaign_dir, "runner.out").read_text()[-3000:]
+        time.sleep(0.5)
+    state = campaign.summarize(campaign_dir)
+    assert state["status"] == "complete", Path(campaign_dir, "runner.out").read_text()[-3000:]
+    assert [r["status"] for r in state["runs"]] == ["success"] * 10
+    # one literal call of AMD's script per run, each with its own LOGDIR holding the script's tee
+    for k in range(10):
+        own = Path(campaign.amd_run_logdir(campaign_dir, k))
+        assert sorted(p.name for p in own.glob("result_*.txt")) == ["result_0.txt"], k
+    runner_out = Path(campaign_dir, "runner.out").read_text()
+    assert "starting container" not in runner_out  # AMD's script starts its own
+    recorded = json.loads(Path(campaign_dir, "campaign.json").read_text())
+    assert recorded["launcher"] == "amd" and recorded["vendor_launch"]["script"] == "run_with_docker.sh"
+    replayed = score_directory(campaign_dir, ruleset="6.0.0")
+    published = score_directory(variant.replay, ruleset="6.0.0")
+    assert replayed.valid, replayed.reasons
+    assert replayed.score_minutes == published.score_minutes
+    for path in Path(campaign_dir).rglob("*"):
+        if path.is_file() and path.name != "env.json":
+            assert b"hf_not-a-real-token" not in path.read_bytes(), path
+    assert docker.containers() == []
