@@ -175,3 +175,32 @@ GROUPS = {"mlperf_nodes": ["n1"], "mlperf_staging": ["n1"]}
 ])
 def test_good_logdir_and_guide_values_pass(values):
     assert site_problems(dict(GOOD, **values), GROUPS) == []
+
+
+def slurm_module(tmp_path, *args, check=False):
+    """The real mlperf_slurm_job module, through `ansible localhost -m` (no sbatch is reached)."""
+    import json
+    import subprocess
+    import sys
+    campaign_dir = tmp_path / "r" / "c1"
+    script = f"#!/bin/bash\n#SBATCH --output={campaign_dir}/x_%j.out\nexport LOGDIR={campaign_dir}\n"
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_slurm_job",
+            "-a", json.dumps({"root": str(tmp_path / "r"), "campaign_id": "c1", "script": script,
+                              "nexp": 1, "root_seed": 1, "output": "x_%j.out",
+                              **dict(a.split("=", 1) for a in args)})]
+    if check:
+        argv.append("--check")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOAD_CALLBACK_PLUGINS="0",
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_slurm_module_refuses_a_world_writable_mode_unless_asked(tmp_path):
+    refused = slurm_module(tmp_path, "mode=0777")
+    assert refused.returncode != 0 and "world-writable" in refused.stdout, refused.stdout
+    assert not (tmp_path / "r").exists()
+    owner = slurm_module(tmp_path, "mode=0570")
+    assert owner.returncode != 0 and "owner can read, write and enter" in owner.stdout
+    asked = slurm_module(tmp_path, "mode=0777", "world_writable=true", check=True)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "world-writable" not in asked.stdout
