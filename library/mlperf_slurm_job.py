@@ -71,9 +71,15 @@ options:
     description: Slurm job name, recorded in campaign.json.
     type: str
   mode:
-    description: Mode of a new campaign directory (group-shared; never world-writable).
+    description: Mode of a new campaign directory (group-shared; never world-writable unless
+      O(world_writable)). A job that makes it world-writable (AMD's C(chmod 777)) has it set
+      back to this mode when it ends.
     type: raw
     default: "2770"
+  world_writable:
+    description: Accept a world-writable O(mode) (e.g. C(0777), AMD's guide; root-squashed NFS).
+    type: bool
+    default: false
   group:
     description: Group of a new campaign directory (default the user's primary group).
     type: str
@@ -175,14 +181,18 @@ except ImportError:  # running from a source checkout (tests)
                                              refresh, tail)
 
 
-def parse_mode(module, value):
+def parse_mode(module, value, world_writable=False):
     try:
         mode = int(str(value), 8) if not isinstance(value, int) else value
     except ValueError:
         module.fail_json(msg="mode: expected an octal mode like 2770, got %r" % (value,))
-    if mode & 0o002:
+    if not 0 <= mode <= 0o3777 or mode & 0o700 != 0o700:
+        module.fail_json(msg="mode %o: expected a directory mode the owner can read, write and "
+                             "enter, like 2770" % mode)
+    if mode & 0o002 and not world_writable:
         module.fail_json(msg="mode %o would make the campaign directory world-writable: "
-                             "use group permissions (e.g. 2770)" % mode)
+                             "use group permissions (e.g. 2770 with a group), or set "
+                             "world_writable" % mode)
     return mode
 
 
@@ -231,7 +241,7 @@ def submitted(module, slurm):
     if "/" in output or output.endswith(".log") or output.startswith("result_"):
         module.fail_json(msg="output %r: expected a plain file name that is neither result_* nor "
                              "*.log (the scorer reads those as run logs)" % output)
-    mode = parse_mode(module, params["mode"])
+    mode = parse_mode(module, params["mode"], params["world_writable"])
     group = parse_group(module, params["group"])
     try:
         action, directory, state = ensure_submitted(
@@ -267,6 +277,7 @@ def main():
             "system": {"type": "str"},
             "job_name": {"type": "str"},
             "mode": {"type": "raw", "default": "2770"},
+            "world_writable": {"type": "bool", "default": False},
             "group": {"type": "str"},
             "tail_lines": {"type": "int", "default": 40},
         },

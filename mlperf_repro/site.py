@@ -31,7 +31,12 @@ FILL_IN = "FILL_IN"
 RUNTIMES = ("docker", "podman", "none")
 TUNABLE_MODES = ("apply", "check", "reset", "off")
 PATH_VARS = ("mlperf_datadir", "mlperf_logdir", "mlperf_workdir")
-BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision", "mlperf_allow_partial")
+BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision", "mlperf_allow_partial",
+             "mlperf_logdir_world_writable")
+#: A directory mode as the file module and chmod take it: 3 or 4 octal digits, quoted.
+MODE_RE = re.compile(r"^0?[0-7]{3,4}$")
+#: A group name (or a numeric gid) as groupadd accepts it.
+GROUP_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$")
 #: Where the roles are (their meta/argument_specs.yml declare every role variable).
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 #: Site variables that no role declares: read by validation, the inventories or set by a stage.
@@ -165,6 +170,7 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         problems.append(f"mlperf_campaign must be a plain name (letters, digits, '.', '_', '-'; "
                         f"a directory under the log directory, e.g. 20260105T101500Z), got {campaign!r}")
     problems.extend(_site_env_problems(site.get("mlperf_site_env"), "mlperf_site_env"))
+    problems.extend(logdir_mode_problems(site))
     problems.extend(declared_problems(site))
 
     nodes = list(groups.get("mlperf_nodes") or [])
@@ -220,6 +226,47 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     if "data" in selected_stages(site) and not groups.get("mlperf_staging"):
         problems.append("inventory group mlperf_staging is empty: the data stage prepares the "
                         "dataset on its first host; name one (usually the first node)")
+    return problems
+
+
+def logdir_mode_problems(site: Mapping[str, Any]) -> list[str]:
+    """The campaign directories' mode (``mlperf_logdir_mode``) and group (``mlperf_logdir_group``).
+
+    A mode is a quoted octal string (unquoted, YAML reads ``0770`` as the number 504); the owner
+    (the runner, the job) can read, write and enter; never world-writable unless
+    ``mlperf_logdir_world_writable: true`` says so (AMD's guide runs ``chmod 777``, usually for a
+    root-squashed NFS: README, "LOGDIR on root-squashed NFS").
+    """
+    problems: list[str] = []
+    mode = site.get("mlperf_logdir_mode")
+    if mode not in (None, ""):
+        if not isinstance(mode, str) or not MODE_RE.match(mode):
+            shown = f"{mode!r} ({type_name(mode)})" if not isinstance(mode, str) else repr(mode)
+            problems.append(f"mlperf_logdir_mode must be an octal mode in quotes, like \"2770\" "
+                            f"(unquoted, YAML reads 0770 as the number 504), got {shown}")
+        else:
+            bits = int(mode, 8)
+            if bits & 0o4000:
+                problems.append(f"mlperf_logdir_mode {mode} sets setuid, which means nothing on a "
+                                f"directory: use e.g. \"2770\" (setgid keeps the group)")
+            elif bits & 0o700 != 0o700:
+                problems.append(f"mlperf_logdir_mode {mode} does not let the owner read, write and "
+                                f"enter the campaign directory (the runner writes its logs there): "
+                                f"use e.g. \"2770\"")
+            elif bits & 0o002 and site.get("mlperf_logdir_world_writable") is not True:
+                problems.append(
+                    f"mlperf_logdir_mode {mode} makes every campaign directory world-writable: "
+                    f"anyone on the node could change or plant result logs. AMD's guide runs "
+                    f"chmod 777 (usually because root in the containers is squashed to nobody on "
+                    f"an NFS server); prefer mlperf_logdir_group (a group the job and the "
+                    f"squashed user share) with \"2770\". To keep {mode} anyway, set "
+                    f"mlperf_logdir_world_writable: true")
+    group = site.get("mlperf_logdir_group")
+    if group not in (None, ""):
+        if isinstance(group, bool) or not isinstance(group, (str, int)) \
+                or not GROUP_RE.match(str(group)):
+            problems.append(f"mlperf_logdir_group must be a group name or a numeric gid (e.g. "
+                            f"mlperf or 1000), got {group!r}")
     return problems
 
 

@@ -14,8 +14,9 @@ Files in a campaign directory (a fresh, timestamped LOGDIR; nothing earlier is o
   runner.lock     held (flock) by the live runner: never two runners of one campaign
   result_<k>.txt  the output of run k (0-based, as MLCommons names submission files)
 
-Every file and directory the campaign creates gets its mode set explicitly (directories 02770,
-files 0644, env.json 0600), whatever the umask; the runner runs the benchmark under umask 007.
+Every file and directory the campaign creates gets its mode set explicitly (the campaign
+directory ``spec.logdir_mode``, default 02770, and group ``spec.logdir_group``; files 0644,
+env.json 0600), whatever the umask; the runner runs the benchmark under umask 007.
 
 The runner owns its processes. The runner and each run are recorded with their identity (pid,
 start time from ``/proc/<pid>/stat`` and the boot id), so a pid the kernel has since given to an
@@ -435,7 +436,39 @@ def busy_campaigns(root, but=None, depth=1):
     return busy
 
 
-def prepare(campaign_dir, spec, env, mode=DIR_MODE):
+def logdir_mode(spec):
+    """The campaign directory's mode and group id from ``spec`` (``logdir_mode``, an octal
+    string, default 2770; ``logdir_group``, a name or gid, default none), or CampaignError.
+    World-writable only with ``logdir_world_writable`` (AMD's guide runs chmod 777)."""
+    value = spec.get("logdir_mode")
+    if value in (None, ""):
+        mode = DIR_MODE
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            mode = -1
+        if isinstance(value, bool) or not 0 <= mode <= 0o3777 or mode & 0o700 != 0o700:
+            raise CampaignError("spec.logdir_mode: expected an octal directory mode the owner "
+                                "can read, write and enter, like 2770, got %s" % describe(value))
+    if mode & 0o002 and spec.get("logdir_world_writable") is not True:
+        raise CampaignError("spec.logdir_mode %o would make the campaign directory "
+                            "world-writable: use group permissions (e.g. 2770 with logdir_group),"
+                            " or set logdir_world_writable" % mode)
+    group = spec.get("logdir_group")
+    if group in (None, ""):
+        return mode, None
+    try:
+        import grp
+        return mode, grp.getgrnam(str(group)).gr_gid
+    except KeyError:
+        if str(group).isdigit():
+            return mode, int(group)
+        raise CampaignError("spec.logdir_group: group %s does not exist on this node"
+                            % describe(group))
+
+
+def prepare(campaign_dir, spec, env, mode=DIR_MODE, group=None):
     """Create a campaign directory with its spec and environment (never overwrites one).
 
     The directory is filled under a temporary name and renamed into place, so a failure (a full
@@ -449,7 +482,9 @@ def prepare(campaign_dir, spec, env, mode=DIR_MODE):
     tmp = os.path.join(parent, ".%s.new-%d" % (os.path.basename(campaign_dir), os.getpid()))
     os.mkdir(tmp, mode)
     try:
-        os.chmod(tmp, mode)
+        if group is not None:
+            os.chown(tmp, -1, group)
+        os.chmod(tmp, mode)  # after chown, which clears setgid; and whatever the umask
         write_json(os.path.join(tmp, "campaign.json"), spec)
         write_json(os.path.join(tmp, "env.json"), env, mode=SECRET_MODE)
         write_json(os.path.join(tmp, "state.json"), state)
@@ -550,6 +585,7 @@ def check_spec(spec):
                                 % (key, ", ".join(sorted(spec))))
     spec = dict(spec)
     spec["nexp"] = check_nexp(spec["nexp"])
+    logdir_mode(spec)
     if spec["runtime"] not in ("docker", "podman", "none"):
         raise CampaignError("spec.runtime: expected docker, podman or none, got %s"
                             % describe(spec["runtime"]))
@@ -650,7 +686,8 @@ def _ensure_started(root, campaign_id, spec, runner_script, env, secret_env, pyt
         return "started", campaign_dir, state, planned_commands(spec, campaign_dir,
                                                                 env=shown_as_names)
     makedirs(root)
-    prepare(campaign_dir, spec, dict(env, **secret_env))
+    mode, group = logdir_mode(spec)
+    prepare(campaign_dir, spec, dict(env, **secret_env), mode=mode, group=group)
     start_detached(campaign_dir, runner_script, python)
     return "started", campaign_dir, summarize(campaign_dir), None
 

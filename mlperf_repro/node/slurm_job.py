@@ -5,7 +5,8 @@ Standard library only. Shipped to the submit host by Ansible as ``ansible.module
 tests and the CLI import it as ``mlperf_repro.node.slurm_job``.
 
 Files in a Slurm campaign directory, a fresh timestamped ``<root>/<campaign id>`` that is also the
-job's LOGDIR (mode 2770: group-shared, never world-writable; nothing earlier is overwritten):
+job's LOGDIR (mode ``mode``, default 2770: group-shared, never world-writable unless asked; nothing
+earlier is overwritten):
 
   campaign.json   what was submitted: benchmark, system, nexp, root_seed, output name pattern
   job.sh          the exact script given to sbatch (every variable is set inside it)

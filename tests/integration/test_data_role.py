@@ -315,12 +315,14 @@ def runtime(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# r2 (llama31_8b's shape): two downloads, the tokenizer rename, the layout
+# r2 (llama31_8b's recipe from the catalog): the guide's DATADIR and MODEL as written
 @pytest.fixture(scope="module")
 def r2_datasets(nginx_bucket):
     data = nginx_bucket.add_dataset("role-c4", {
         "c4-train.en_6_text_document.bin": os.urandom(300_000),
         "c4-train.en_6_text_document.idx": os.urandom(4_000),
+        "c4-validation-91205-samples.en_text_document.bin": os.urandom(30_000),
+        "c4-validation-91205-samples.en_text_document.idx": os.urandom(400),
         "LICENSE.txt": b"license\n"})
     tok = nginx_bucket.add_dataset("role-tokenizer", {
         "tokenizer.json": b'{"model": {}}\n', "config.json": b"{}\n",
@@ -329,37 +331,50 @@ def r2_datasets(nginx_bucket):
 
 
 def r2_recipe(data, tok):
+    """The catalog's llama31_8b recipe as it is, its two URLs pointed at the bucket."""
     recipe = real_recipe("llama31_8b")
-    recipe["downloads"] = [{"uri": data.uri, "dest": "data"}, {"uri": tok.uri, "dest": "model"}]
-    recipe["expected_files"] = ["data/c4-train.en_6_text_document.bin",
-                                "data/c4-train.en_6_text_document.idx", "model/tokenizer.json"]
+    assert [d["dest"] for d in recipe["downloads"]] == [".", "{MODEL}"]
+    recipe["downloads"][0]["uri"], recipe["downloads"][1]["uri"] = data.uri, tok.uri
     return recipe
+
+
+def guide_dirs(tmp_path):
+    """The guide's literal layout under a tmp root: DATADIR=/data/mlperf_llama31_8b/data,
+    MODEL=/data/mlperf_llama31_8b/model/ (the guide's `-d data` and `-d model`)."""
+    top = tmp_path / "data" / "mlperf_llama31_8b"
+    return top, top / "data", top / "model"
 
 
 def test_r2_downloads_once_then_rechecks_offline_and_deep_verify_rehashes(
         nginx_bucket, r2_datasets, tmp_path):
+    """The guide's values as written (MODEL with its trailing slash): the dataset lands in DATADIR
+    itself, the tokenizer in MODEL; nothing goes to DATADIR/data."""
     data, tok = r2_datasets
-    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", r2_recipe(data, tok)))
-    datadir = tmp_path / "root" / "data"
+    top, datadir, modeldir = guide_dirs(tmp_path)
+    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", r2_recipe(data, tok)),
+                    mlperf_datadir=str(datadir), mlperf_modeldir=f"{modeldir}/")
 
     first = playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra)
     assert recap(first.stdout)["changed"] > 0
     for rel, blob in data.files.items():
-        assert (datadir / "data" / rel).read_bytes() == blob
+        assert (datadir / rel).read_bytes() == blob
     for rel, blob in tok.files.items():
-        assert (datadir / "model" / rel).read_bytes() == blob
-    assert "layout: complete (3 expected paths)" in first.stdout
+        assert (modeldir / rel).read_bytes() == blob
+    assert not (datadir / "data").exists() and not (datadir / "model").exists()
+    assert sorted(p.name for p in top.iterdir()) == ["data", "model"]
+    assert "layout: complete (4 expected paths)" in first.stdout
 
     # The re-run: changed=0, and not one request to the bucket (the manifest is checked offline).
     mark = nginx_bucket.mark()
     second = playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra)
     assert recap(second.stdout)["changed"] == 0, changed_tasks(second.stdout)
     assert nginx_bucket.requests(mark) == []
-    assert "role-c4: 3/3 files verified" in second.stdout
+    assert "role-c4: 5/5 files verified" in second.stdout
+    assert "role-tokenizer: 3/3 files verified" in second.stdout
 
     # A file altered behind the manifest's back, same size and mtime: the quick check cannot
     # see it; --tags deep_verify re-hashes everything and fetches exactly that file again.
-    victim = datadir / "data" / "c4-train.en_6_text_document.idx"
+    victim = datadir / "c4-train.en_6_text_document.idx"
     st = victim.stat()
     victim.write_bytes(b"\0" * st.st_size)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -373,23 +388,62 @@ def test_r2_downloads_once_then_rechecks_offline_and_deep_verify_rehashes(
 
 
 def test_r2_adopts_a_tokenizer_staged_under_the_guides_name(nginx_bucket, r2_datasets, tmp_path):
-    """The guide's `mv llama3_1_8b_tokenizer model`: a directory staged under the old name (as
-    MLCommons' README does with -d llama3_1_8b_tokenizer) becomes model/, and is verified by
-    hashing instead of downloading again."""
+    """The guide's `mv llama3_1_8b_tokenizer model`, in DATADIR's parent: a tokenizer staged under
+    the old name (as MLCommons' README does with -d llama3_1_8b_tokenizer) becomes MODEL (by
+    default `model` beside DATADIR), and is verified by hashing instead of downloading again."""
     data, tok = r2_datasets
-    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", r2_recipe(data, tok)))
-    old = tmp_path / "root" / "data" / "llama3_1_8b_tokenizer"
+    top, datadir, modeldir = guide_dirs(tmp_path)
+    extra = sandbox(tmp_path, write_catalog(tmp_path / "catalog.yml", r2_recipe(data, tok)),
+                    mlperf_datadir=str(datadir))
+    old = top / "llama3_1_8b_tokenizer"
     for rel, blob in tok.files.items():
         (old / rel).parent.mkdir(parents=True, exist_ok=True)
         (old / rel).write_bytes(blob)
     mark = nginx_bucket.mark()
     run = playbook("playbooks/data.yml", "-i", "inventory/local", extra=extra)
     assert not old.exists()
-    assert (tmp_path / "root" / "data" / "model" / "tokenizer.json").read_bytes() == \
-        tok.files["tokenizer.json"]
+    assert (modeldir / "tokenizer.json").read_bytes() == tok.files["tokenizer.json"]
     fetched = {g.uri for g in file_gets(nginx_bucket, mark)}
     assert not any(u.startswith(tok.url_path("")) for u in fetched), fetched
     assert "role-tokenizer: 3/3 files verified" in run.stdout
+    assert (datadir / "c4-train.en_6_text_document.bin").read_bytes() == \
+        data.files["c4-train.en_6_text_document.bin"]
+
+
+def test_r2_refuses_the_old_layout_before_downloading_anything(nginx_bucket, r2_datasets, tmp_path):
+    """A site staged with the toolkit's earlier meaning (mlperf_datadir the guide's parent, the
+    dataset in <datadir>/data, the tokenizer in <datadir>/model) keeping its old mlperf_datadir:
+    the data stage stops before it creates, moves or downloads anything, naming mlperf_datadir and
+    the path to set; with that path set, nothing is downloaded again."""
+    data, tok = r2_datasets
+    top, datadir, modeldir = guide_dirs(tmp_path)
+    recipe = r2_recipe(data, tok)
+    catalog = write_catalog(tmp_path / "catalog.yml", recipe)
+    # stage it as the toolkit did before: DATADIR=<top>, files in <top>/data and <top>/model
+    first = playbook("playbooks/data.yml", "-i", "inventory/local", extra=sandbox(
+        tmp_path, catalog, mlperf_datadir=str(datadir), mlperf_modeldir=str(modeldir)))
+    assert recap(first.stdout)["failed"] == 0
+    (datadir / ".mlperf-data").rename(top / ".mlperf-data")  # the old stage's records
+    before = tree(top)
+
+    mark = nginx_bucket.mark()
+    old = playbook("playbooks/data.yml", "-i", "inventory/local", check=False,
+                   extra=sandbox(tmp_path, catalog, mlperf_datadir=str(top)))
+    assert old.returncode != 0
+    assert nginx_bucket.requests(mark) == []
+    assert tree(top) == before and not (top / "c4-train.en_6_text_document.bin").exists()
+    message = " ".join(old.stdout.split())
+    assert f"Set mlperf_datadir: {datadir} in the inventory" in message, old.stdout[-3000:]
+    assert f"mlperf_datadir is {top}," in message
+    assert "Nothing was downloaded, moved or deleted." in message
+
+    # The path it names, as the guide writes it: adopted as it is, nothing fetched.
+    mark = nginx_bucket.mark()
+    good = playbook("playbooks/data.yml", "-i", "inventory/local",
+                    extra=sandbox(tmp_path, catalog, mlperf_datadir=str(datadir)))
+    assert file_gets(nginx_bucket, mark) == []
+    assert "role-c4: 5/5 files verified" in good.stdout
+    assert "role-tokenizer: 3/3 files verified" in good.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,6 +629,36 @@ def test_llama2_staged_by_hand_is_adopted_without_a_token(runtime, tmp_path):
     assert runtime.calls() == []
     marker = json.loads((datadir / ".mlperf-data" / "container-script.json").read_text())
     assert marker["adopted"] is True and len(marker["files"]) == 8
+
+
+def test_llama2_guides_datadir_is_taken_as_written_and_one_level_too_deep_is_refused(runtime, tmp_path):
+    """The guide's DATADIR=/data/mlperf_llama2 with its "Verify Data" tree under $DATADIR/data is
+    the toolkit's meaning: adopted, no container run. The tree's own root (.../mlperf_llama2/data)
+    given as DATADIR is refused before the 270 GB script runs, naming the path to set."""
+    top = tmp_path / "data" / "mlperf_llama2"
+    guide_tree = ["train.npy", "validation.npy", "packed_metadata.jsonl",
+                  "megatron_checkpoints/Llama-2-70b-hf/latest_checkpointed_iteration.txt",
+                  "megatron_checkpoints/Llama-2-70b-hf/iter_0000000/__0_0.distcp",
+                  "megatron_checkpoints/Llama-2-70b-hf/iter_0000000/__0_1.distcp",
+                  "megatron_checkpoints/Llama-2-70b-hf/iter_0000000/common.pt",
+                  "megatron_checkpoints/Llama-2-70b-hf/iter_0000000/tokenizer/tokenizer.model"]
+    for rel in guide_tree:  # /data/mlperf_llama2/data/... as the guide shows it
+        (top / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / "data" / rel).write_text(rel)
+    catalog = write_catalog(tmp_path / "catalog.yml", real_recipe("llama2_70b_lora"), runtime.image)
+
+    deep = playbook("playbooks/data.yml", "-i", "inventory/local", check=False, extra=sandbox(
+        tmp_path, catalog, mlperf_datadir=str(top / "data"), data_hf_token=HF, **runtime.extra))
+    assert deep.returncode != 0 and runtime.calls() == []
+    message = " ".join(deep.stdout.split())
+    assert f"Set mlperf_datadir: {top} in the inventory" in message, deep.stdout[-3000:]
+    assert not (top / "data" / ".mlperf-data").exists()
+
+    playbook("playbooks/data.yml", "-i", "inventory/local",
+             extra=sandbox(tmp_path, catalog, mlperf_datadir=str(top), **runtime.extra))
+    assert runtime.calls() == []
+    marker = json.loads((top / ".mlperf-data" / "container-script.json").read_text())
+    assert marker["adopted"] is True and len(marker["files"]) == len(guide_tree)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ description:
     bucket cannot be reached.
   - Reports which of some paths exist, which expected files are missing, and the free space of
     the file system holding O(data_dir).
+  - When none of the O(expected) paths relative to O(data_dir) is there, looks one level off:
+    in each directory right below O(data_dir) and in its parent. Where expected files are found
+    there (a dataset staged with DATADIR set one level up or down, e.g. the toolkit's earlier
+    llama31_8b layout C(<datadir>/data)), that directory is reported in RV(misplaced), so the
+    stage can refuse before downloading the dataset again beside it.
   - Changes nothing.
 options:
   data_dir:
@@ -55,10 +60,11 @@ author: mlperf-repro
 EXAMPLES = r"""
 - name: What is staged already
   mlperf_data_state:
-    data_dir: /data/mlperf_llama31_8b
+    data_dir: /data/mlperf_llama31_8b/data
     datasets:
-      - {name: llama-3-1-8b-preprocessed-c4-dataset, dest: data}
-    expected: [data/c4-train.en_6_text_document.bin]
+      - {name: llama-3-1-8b-preprocessed-c4-dataset, dest: .}
+      - {name: llama-3-1-8b-tokenizer, dest: /data/mlperf_llama31_8b/model}
+    expected: [c4-train.en_6_text_document.bin]
   register: staged
 """
 
@@ -93,6 +99,11 @@ free_bytes:
   description: Free bytes of the file system of O(data_dir) (or of its nearest existing parent).
   returned: always
   type: int
+misplaced:
+  description: Where the O(expected) files are when none is in O(data_dir) but some are one
+    level off (C(path), C(found), C(of), C(where) C(below) or C(above)); null otherwise.
+  returned: always
+  type: dict
 seconds:
   description: Time the check took.
   returned: always
@@ -228,6 +239,32 @@ def free_bytes(path):
     return shutil.disk_usage(probe).free
 
 
+def misplaced(data_dir, expected):
+    """The directory one level below or above ``data_dir`` holding the most of the relative
+    ``expected`` paths, when ``data_dir`` holds none of them; else None."""
+    relative = [p for p in expected if not os.path.isabs(p)]
+    if not relative or any(os.path.lexists(os.path.join(data_dir, p)) for p in relative):
+        return None
+    root = os.path.normpath(os.path.abspath(data_dir))
+    candidates = []
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=True):
+                    candidates.append((os.path.join(root, entry.name), "below"))
+    except OSError:
+        pass
+    parent = os.path.dirname(root)
+    if parent != root:
+        candidates.append((parent, "above"))
+    best = None
+    for path, where in sorted(candidates):
+        found = sum(1 for p in relative if os.path.lexists(os.path.join(path, p)))
+        if found and (best is None or found > best["found"]):
+            best = {"path": path, "found": found, "of": len(relative), "where": where}
+    return best
+
+
 def state(data_dir, datasets=(), paths=(), expected=(), markers=()):
     t0 = time.monotonic()
     result = {"datasets": {}, "paths": {}, "missing": []}
@@ -242,6 +279,7 @@ def state(data_dir, datasets=(), paths=(), expected=(), markers=()):
         target = _abs(data_dir, p)
         result["paths"][p] = {"exists": os.path.lexists(target), "is_dir": os.path.isdir(target)}
     result["missing"] = [p for p in expected if not os.path.lexists(_abs(data_dir, p))]
+    result["misplaced"] = misplaced(data_dir, expected)
     result["markers"] = {m: marker_state(_abs(data_dir, m)) for m in markers}
     result["free_bytes"] = free_bytes(data_dir)
     result["seconds"] = round(time.monotonic() - t0, 3)
