@@ -127,6 +127,7 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     """
     problems: list[str] = []
     groups = groups or {}
+    problems += short_secret_problems(site)
     for option in ("ansible_run_tags", "ansible_skip_tags"):
         unknown = sorted(set(site.get(option) or []) - set(KNOWN_TAGS))
         if unknown:
@@ -533,6 +534,34 @@ SITE_VARS: dict[str, Any] = {
     "mlperf_slurm_partition": None, "tunables_mode": "off", "rocm_version": None,
     "rocm_amdgpu_version": None, "preflight_min_rocm_version": None, "mlperf_campaign": None,
 }
+
+
+#: Fewer characters than any real token has (HF tokens are 37): Ansible masks a secret's value
+#: wherever it appears in output, so a short one ("x") garbles every message of the run.
+MIN_SECRET_LENGTH = 8
+#: Secrets a run takes from the controller's environment when the inventory does not set them.
+SECRET_ENVIRONMENT = ("HF_TOKEN", "CF_ACCESS_CLIENT_ID", "CF_ACCESS_CLIENT_SECRET")
+
+
+def short_secret_problems(site: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> list[str]:
+    """A problem for each secret too short to be one, naming it, never showing its value:
+    variables named like secrets (``campaign_hf_token``, ...), every value of a ``*secret_env``
+    mapping, and the controller's ``HF_TOKEN``/``CF_ACCESS_*`` environment."""
+    import os
+    found: list[str] = []
+    for name, value in site.items():
+        if not isinstance(name, str) or not SECRET_RE.search(name) or name.endswith("extra_env"):
+            continue
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for key, item in items:
+            if isinstance(item, str) and 0 < len(item.strip()) < MIN_SECRET_LENGTH:
+                found.append(name if key is None else f"{name}.{key}")
+    environ = os.environ if environ is None else environ
+    found += [f"the environment's {name}" for name in SECRET_ENVIRONMENT
+              if 0 < len((environ.get(name) or "").strip()) < MIN_SECRET_LENGTH]
+    return [f"{name} is shorter than {MIN_SECRET_LENGTH} characters: too short to be a secret "
+            "(its value would be masked wherever it appears, garbling every message); check it"
+            for name in found]
 
 
 def validate_hosts(sites: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list] | None,

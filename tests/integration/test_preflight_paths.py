@@ -64,3 +64,23 @@ def test_a_value_naming_a_role_default_passes_validation(tmp_path):
         env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1"))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "is undefined" not in proc.stdout
+
+
+def test_a_secret_too_short_to_be_one_is_refused_before_anything_runs(tmp_path):
+    """HF_TOKEN=x would have Ansible mask every "x" of the run's output (and a campaign failed on
+    it): validation names it, without its value, before any host changes."""
+    import json
+    import os
+
+    from tests.integration.test_local_chain import BIN, ROOT
+    extra = {"mlperf_local_root": str(tmp_path / "root"), "mlperf_results_dir": str(tmp_path / "results"),
+             "campaign_secret_env": {"SITE_API_TOKEN": "abc"}}
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "site.yml", "-i", "inventory/local", "-e", json.dumps(extra)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1", HF_TOKEN="q7"))
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "the environment's HF_TOKEN is shorter than 8 characters: too short to be a secret" in proc.stdout
+    assert "campaign_secret_env.SITE_API_TOKEN is shorter than 8 characters" in proc.stdout
+    assert "q7" not in proc.stdout and "'abc'" not in proc.stdout
+    assert not (tmp_path / "root").exists() and not (tmp_path / "results").exists()
