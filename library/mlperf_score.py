@@ -42,6 +42,12 @@ options:
     description: GPU model, for the comparison sentence.
     type: str
     default: ""
+  system:
+    description: The campaign's system (catalog platform name); the logs' own label is compared with it.
+    type: str
+  catalog_path:
+    description: The catalog to read platforms from (default the packaged one).
+    type: path
   output:
     description: Where to write the JSON result; default is score.json inside O(path).
     type: path
@@ -84,6 +90,26 @@ from ansible.module_utils.basic import AnsibleModule
 SCORE_MODE = 0o644  # explicit: never left to the umask
 
 
+def campaign_platform(path, benchmark, system, catalog_path=None):
+    """``platform`` of score.json for a set scored as the campaign's ``system``: what its logs
+    call themselves, and a sentence where that is another platform."""
+    from mlperf_repro.catalog import CatalogError, load_catalog
+    from mlperf_repro.compare import label_disagreement, log_platform
+    from mlperf_repro.scoring import find_result_files
+
+    logged = log_platform(find_result_files(path))
+    platform = {"submission_platform": logged["submission_platform"],
+                "config_filename": logged["config_filename"],
+                "catalog_platform": system, "identified_by": "the campaign's system (inventory)"}
+    try:
+        disagreement = label_disagreement(benchmark, load_catalog(catalog_path), system, logged)
+    except CatalogError:
+        disagreement = None
+    if disagreement:
+        platform["label_disagrees"] = disagreement
+    return platform
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -96,6 +122,8 @@ def main():
             "reference": {"type": "dict"},
             "gpu": {"type": "str", "default": ""},
             "output": {"type": "path"},
+            "system": {"type": "str"},
+            "catalog_path": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -120,7 +148,11 @@ def main():
         module.fail_json(msg=str(exc))
     score = result.to_dict()
     score["versus_reference"] = versus_reference(score.get("score_minutes"), params["reference"],
-                                                 params["gpu"])
+                                                 params["gpu"], params["system"] or "",
+                                                 valid=score.get("valid"))
+    if params["system"]:  # held against the campaign's system; the logs' own label is said
+        score["platform"] = campaign_platform(params["path"], params["benchmark"], params["system"],
+                                              params["catalog_path"])
     output = params["output"] or os.path.join(params["path"], "score.json")
     text = json.dumps(score, indent=2, sort_keys=True) + "\n"
     try:

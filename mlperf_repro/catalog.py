@@ -151,6 +151,8 @@ class Catalog:
             "dataset": dict(bench.dataset),
             "config_preamble": bench.config_preamble,
             "config_file": f"config_{plat.name}.sh",
+            # the site's values, in a file of their own sourced after config_file
+            "site_config_file": SITE_CONFIG_FILE,
             "env": env,
             # what the catalog expects of the image's config, and the site's own values (the
             # render stage writes them to a file of their own, sourced after the config)
@@ -166,6 +168,11 @@ class Catalog:
             },
             "ruleset": self.ruleset,
         }
+
+
+#: The file the render stage writes the site's values to, beside config_<SYSTEM>.sh; the runs
+#: source it after the config (the image's own, or the catalog's where the image has none).
+SITE_CONFIG_FILE = "site_env.sh"
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

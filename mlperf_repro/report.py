@@ -119,6 +119,9 @@ def markdown(title: str, sets: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
             out.append(f"  - {reason}")
         if score.get("versus_reference"):
             out.append(f"- versus reference: {score['versus_reference']['sentence']}")
+        for line in _vendor_lines(score):
+            kind, _, text = line.partition(": ")
+            out.append(f"- {kind}: {text}")
         out += ["", "| run | minutes | status | samples to converge | compliant | in the mean |",
                 "|---|---:|---|---:|---|---|"]
         for run, role in zip(score.get("runs") or [], run_roles(score)):
@@ -127,6 +130,52 @@ def markdown(title: str, sets: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
                        f"{'yes' if run.get('compliant') else 'no'} | {_role_words(role)} |")
         out.append("")
     return "\n".join(out)
+
+
+def vendor_notes(set_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """What the campaign recorded about AMD's own files when it started (its campaign.json,
+    collected beside the logs): the image's config against the catalog, AMD's launcher against
+    the native runner. ``{"config": sentence or None, "config_differences": {...},
+    "launch": [sentence, ...]}``; empty when the campaign recorded none."""
+    if set_dir is None:
+        return {}
+    try:
+        spec = json.loads((Path(set_dir) / "campaign.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    notes: dict[str, Any] = {}
+    config = spec.get("vendor_config") if isinstance(spec, dict) else None
+    if isinstance(config, dict):
+        notes["config"] = config.get("summary")
+        notes["config_source"] = config.get("source")
+        notes["config_differences"] = config.get("differences") or {}
+    launch = spec.get("vendor_launch") if isinstance(spec, dict) else None
+    if isinstance(launch, dict):
+        notes["launch"] = [f"{d.get('kind')} {d.get('name')}: {d.get('difference')}"
+                           + (f" (AMD's: {d.get('amd')})" if d.get("amd") not in (None, "") else "")
+                           + (f" (native: {d.get('native')})" if d.get("native") not in (None, "") else "")
+                           for d in launch.get("differences") or []]
+        notes["launch_script"] = launch.get("script")
+    return notes
+
+
+def _vendor_lines(score: Mapping[str, Any]) -> list[str]:
+    """The report's lines about the vendor's files and the logs' own label (plain text)."""
+    lines = []
+    label = (score.get("platform") or {}).get("label_disagrees")
+    if label:
+        lines.append(f"label: {label}")
+    vendor = score.get("vendor") or {}
+    if vendor.get("config"):
+        lines.append(f"config: {vendor['config']}")
+        if vendor.get("config_source") == "absent":
+            lines.append("config: NOT the vendor's file - rendered from the catalog")
+    if vendor.get("launch_script"):
+        launch = vendor.get("launch") or []
+        lines.append(f"launch: the native runner against AMD's {vendor['launch_script']}: "
+                     + ("the same container options" if not launch else f"{len(launch)} difference(s)"))
+        lines += [f"launch: {item}" for item in launch]
+    return lines
 
 
 def _role_words(role: str) -> str:
@@ -485,6 +534,8 @@ def _set_section(index: int, name: str, score: Mapping[str, Any], curves: Mappin
             "</table>"]
     if reasons(score):
         out.append('<ul class="reasons">' + "".join(f"<li>{_esc(r)}</li>" for r in reasons(score)) + "</ul>")
+    if _vendor_lines(score):
+        out.append('<ul class="vendor">' + "".join(f"<li>{_esc(r)}</li>" for r in _vendor_lines(score)) + "</ul>")
     out.append(f'<figure>{eval_plot_svg(name, score, curves)}<figcaption>eval_accuracy against '
                f'{_esc(curves["unit"])}, one line per run; dashed red: the quality target.'
                + (f' Logs not found: {_esc(", ".join(curves["missing"]))}.' if curves["missing"] else "")
@@ -530,7 +581,9 @@ def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[
                    set_dirs: Sequence[str | os.PathLike | None]) -> dict[str, str]:
     """The text of report.json, report.md and report.html for ``sets`` (logs in ``set_dirs``)."""
     # A set is never presented as valid with a score that is not a positive time (is_valid).
-    sets = [(name, {**score, "valid": is_valid(score), "reasons": reasons(score)}) for name, score in sets]
+    sets = [(name, {**score, "valid": is_valid(score), "reasons": reasons(score),
+                    **({"vendor": vendor_notes(set_dir)} if vendor_notes(set_dir) else {})})
+            for (name, score), set_dir in zip(sets, set_dirs)]
     curves = [set_curves(score, set_dir) for (_, score), set_dir in zip(sets, set_dirs)]
     tunables = {name: run_tunables(score, set_dir) for (name, score), set_dir in zip(sets, set_dirs)}
     page = html_report(title, sets, curves)

@@ -627,6 +627,14 @@ def _ensure_started(root, campaign_id, spec, runner_script, env, secret_env, pyt
     shown_as_names = dict(env, **secret_env)  # the plan writes ${DATADIR}, ${HF_TOKEN}, ...
     env["LOGDIR"] = campaign_dir
     spec["mounts"] = expand_mounts(spec.get("mounts", []), env, secret_env)
+    # What the image's files were against the catalog and this runner, as the campaign starts:
+    # in campaign.json, so collect brings it back and the report says it.
+    launch = vendor_launch(spec, env)
+    if launch is not None:
+        spec["vendor_launch"] = launch
+    config_record = read_json(os.path.join(spec["code_dir"], ".mlperf-vendor-check.json"), None)
+    if isinstance(config_record, dict):
+        spec["vendor_config"] = config_record
     if check_mode:
         state = new_state(spec)
         state.update(campaign_dir=campaign_dir, done=0, counts={"pending": spec["nexp"]})
@@ -636,6 +644,37 @@ def _ensure_started(root, campaign_id, spec, runner_script, env, secret_env, pyt
     prepare(campaign_dir, spec, dict(env, **secret_env))
     start_detached(campaign_dir, runner_script, python)
     return "started", campaign_dir, summarize(campaign_dir), None
+
+
+def config_files(spec):
+    """The files a run sources, in order: config_<SYSTEM>.sh, then the site's values (a site file
+    the render stage did not write - a code directory rendered before there was one - holds no
+    value to source)."""
+    return [spec["config_file"]] + ([spec["site_config_file"]] if spec.get("site_config_file") else [])
+
+
+def vendor_launch(spec, env):
+    """AMD's own single-node launcher in the code directory (``vendor_launch_script``, default
+    run_with_docker.sh), read as data, against this runner's ``docker run``: the differences
+    by name, or None (runtime none, or no such script). Never fails a start."""
+    if spec.get("runtime", "none") == "none":
+        return None
+    try:
+        try:
+            from ansible.module_utils.vendor_check import launch_differences
+        except ImportError:
+            from mlperf_repro.node.vendor_check import launch_differences
+    except ImportError:  # pragma: no cover - shipped with the module
+        return None
+    script = spec.get("vendor_launch_script") or "run_with_docker.sh"
+    values = dict(env)
+    values.update(PWD=spec["code_dir"], CONT=spec.get("image", ""))
+    try:
+        found = launch_differences(spec["code_dir"], script, container_run_argv(spec), values)
+    except (ValueError, KeyError, IndexError) as exc:
+        return {"script": script, "found": True, "differences": [],
+                "note": "%s could not be read as data: %s" % (script, exc)}
+    return found if found.get("found") else None
 
 
 def container_run_argv(spec):
@@ -675,8 +714,8 @@ def planned_commands(spec, campaign_dir, indexes=None, env=None):
 def _planned_commands(spec, campaign_dir, indexes):
     quote = shlex.quote
     code_dir = spec["code_dir"]
-    lines = ["cd %s && set -a && . %s && set +a && export NEXP=%d" % (
-        quote(code_dir), quote(spec["config_file"]), int(spec["nexp"]))]
+    lines = ["cd %s && set -a && %s && set +a && export NEXP=%d" % (
+        quote(code_dir), " && ".join(". " + quote(f) for f in config_files(spec)), int(spec["nexp"]))]
     runtime = spec.get("runtime", "none")
     if runtime != "none":
         lines.append(" ".join(quote(a) for a in container_run_argv(spec)))
@@ -767,12 +806,16 @@ class Runner:
         return env
 
     def config_env(self, env):
-        """The environment after sourcing config_<SYSTEM>.sh, and the names it exported.
+        """The environment after sourcing config_<SYSTEM>.sh (the image's own, or the catalog's
+        where the image has none) and then the site's values (``site_config_file``), and the
+        names they exported.
 
         NEXP is exported again after sourcing: AMD's LoRA config resets it to 1.
         """
-        script = 'set -a; . "$1" >/dev/null; set +a; export NEXP=%d; env -0' % self.spec["nexp"]
-        out = subprocess.run(["bash", "-c", script, "config", self.spec["config_file"]],
+        script = ('set -a; . "$1" >/dev/null; if [ -f "${2:-}" ]; then . "$2" >/dev/null; fi; set +a; '
+                  'export NEXP=%d; env -0' % self.spec["nexp"])
+        files = config_files(self.spec)
+        out = subprocess.run(["bash", "-c", script, "config"] + files,
                              env=env, capture_output=True, check=True,
                              cwd=self.spec["code_dir"]).stdout
         sourced = {}
@@ -784,8 +827,8 @@ class Runner:
         # config exports goes into the container, even when this process's own environment has
         # the same value; and the campaign's own variables (env.json).
         exported = subprocess.run(
-            ["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; compgen -e', "config",
-             self.spec["config_file"]],
+            ["bash", "-c", 'set -a; . "$1" >/dev/null 2>&1; if [ -f "${2:-}" ]; then . "$2" >/dev/null 2>&1; fi; '
+             'compgen -e', "config"] + files,
             env={}, capture_output=True, check=False, cwd=self.spec["code_dir"]).stdout.split()
         wanted = {k.decode("utf-8", "replace") for k in exported} | set(self.env_extra)
         names = sorted(k for k in sourced

@@ -27,6 +27,9 @@ except ImportError:  # imported from the package (tests, the controller)
 LEGACY_SUFFIX = ".from-image"
 #: The file the record is written to, in the code directory.
 RECORD_NAME = ".mlperf-vendor-check.json"
+#: The line a config rendered from the catalog carries (roles/render/templates/config.sh.j2):
+#: such a file is ours, not the image's.
+RENDERED_MARK = "mlperf-repro: rendered from the catalog, not the image"
 
 
 def _reader(code_dir, legacy_for=None):
@@ -65,7 +68,8 @@ def inspect(code_dir, config_file, catalog_env, site_env=None):
     record = {"config_file": config_file, "source": "absent",
               "differences": {"added": [], "removed": [], "changed": []}, "same": 0,
               "includes": [], "unparsed": [], "site_overrides": []}
-    if read(config_file) is None:
+    text = read(config_file)
+    if text is None or RENDERED_MARK in "\n".join(text.splitlines()[:8]):
         record["summary"] = ("the image has no %s: the catalog's values are rendered instead "
                              "(not the vendor's file)" % config_file)
         return record

@@ -135,7 +135,7 @@ class SlurmTestCluster:
             "mlperf_slurm_partition": self.slurm.partition,
             "mlperf_slurm_time": "00:05:00",
             # train.py needs numpy and mlperf-logging: this interpreter has them (/work is shared)
-            "mlperf_site_env": {"PYTHON": sys.executable},
+            "mlperf_site_env": {"MLPERF_TEST_PYTHON": sys.executable},
             "mlperf_provision": False,
             "tunables_mode": "off",
             "validate_catalog_path": str(catalog),

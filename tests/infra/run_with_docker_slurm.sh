@@ -14,6 +14,9 @@ set -a
 # shellcheck disable=SC1090
 source "./config_${DGXSYSTEM}.sh"
 set +a
+# the smoke benchmark's interpreter on the test nodes (the site's value, exported by job.sh
+# from site_env.sh): the controller's venv, which has numpy
+export PYTHON="${MLPERF_TEST_PYTHON:-python3}"
 # AMD's does this; mlperf-repro makes the campaign directory group-shared (2770) again afterwards
 mkdir -p "$LOGDIR" && chmod 777 "$LOGDIR"
 node=${SLURM_NODEID:-0}

@@ -112,3 +112,56 @@ def test_module_refuses_a_path_for_a_file_name(tmp_path):
     status, result = module(tmp_path, "../../etc/passwd")
     assert "FAILED" in status
     assert result["msg"] == "config_file: expected a plain file name such as config_MI355X_1x8x1.sh, got '../../etc/passwd'"
+
+
+def test_campaign_records_amds_files_and_the_report_says_them(catalog, tmp_path):
+    """A docker campaign started on the image's code records how the image's config and AMD's
+    run_with_docker.sh compare (campaign.json); the report of a set collected with it says so."""
+    from mlperf_repro.node import campaign
+    from mlperf_repro.node.vendor_check import record_text
+    from mlperf_repro.report import render_reports
+    from mlperf_repro.scoring import score_directory
+
+    spec = catalog.resolve("llama2_70b_lora", "MI350X_1x8x1")
+    code = tmp_path / "code"
+    shutil.copytree(LAYOUT / "llama2_70b_lora" / "code", code)
+    (code / RECORD_NAME).write_text(record_text(inspect(code, spec["config_file"], spec["catalog_env"])))
+    run_spec = {"nexp": 10, "code_dir": str(code), "config_file": str(code / spec["config_file"]),
+                "runtime": "docker", "image": spec["image"], "container_name": spec["container_name"],
+                "container_flags": ["--net=host", "--uts=host", "--ipc=host", "--device=/dev/dri",
+                                    "--device=/dev/kfd", "--security-opt=seccomp=unconfined"],
+                "mounts": spec["mounts"], "benchmark": "llama2_70b_lora", "system": "MI350X_1x8x1"}
+    root = tmp_path / "logs"
+    action, campaign_dir, _, commands = campaign.ensure_started(
+        str(root), "c1", run_spec, "/nonexistent-runner", env={"DATADIR": "/data/mlperf_llama2",
+                                                              "CODEDIR": str(code)}, check_mode=True)
+    assert action == "started" and commands  # check mode: nothing created, nothing started
+    assert not root.exists()
+    recorded = dict(run_spec, mounts=campaign.expand_mounts(
+        spec["mounts"], {"DATADIR": "/data/mlperf_llama2", "CODEDIR": str(code), "LOGDIR": "/logs/c1"}, {}))
+    launch = campaign.vendor_launch(recorded, {"DATADIR": "/data/mlperf_llama2", "LOGDIR": "/logs/c1"})
+    assert launch["script"] == "run_with_docker.sh" and launch["found"] is True
+    by_name = {(d["kind"], d["name"]): d for d in launch["differences"]}
+    # the stand-in carries AMD's container options; what the native runner does not pass (the
+    # launcher's -e IMAGE_NAME=$CONT) is named, and nothing else differs
+    assert set(by_name) == {("env", "IMAGE_NAME")}, launch["differences"]
+    assert by_name[("env", "IMAGE_NAME")]["difference"] == "only in AMD's"
+
+    set_dir = tmp_path / "results" / "node1"
+    shutil.copytree(ROOT / "tests" / "data" / "mlperf-logs" / "v5.1" / "AMD" / "results"
+                    / "MI355X_EPYC_9575F_pytorch" / "llama2_70b_lora", set_dir)
+    (set_dir / "campaign.json").write_text(json.dumps(
+        dict(recorded, vendor_launch=launch, vendor_config=json.loads((code / RECORD_NAME).read_text()))))
+    score = score_directory(set_dir).to_dict()
+    score["platform"] = {"label_disagrees": "the logs call themselves submission_platform 1xMI355X, "
+                                            "but the campaign ran on MI350X_1x8x1: ..."}
+    outputs = render_reports("t", "c1", [("node1", score)], [set_dir])
+    md = outputs["report.md"]
+    assert "- label: the logs call themselves submission_platform 1xMI355X" in md
+    assert "- config: config_MI350X_1x8x1.sh from the image: 113 variable(s) as the catalog expects; " \
+           "1 only in the image (NEXP); 1 different (MLLOG_CONFIG_FILENAME)" in md
+    assert "- launch: the native runner against AMD's run_with_docker.sh: " in md
+    assert "- launch: the native runner against AMD's run_with_docker.sh: 1 difference(s)" in md
+    assert "- launch: env IMAGE_NAME: only in AMD's (AMD's: IMAGE_NAME=${CONT})" in md
+    assert "config_MI350X_1x8x1.sh from the image" in outputs["report.html"]
+    assert json.loads(outputs["report.json"])["sets"]["node1"]["vendor"]["config_source"] == "image"
