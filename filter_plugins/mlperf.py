@@ -20,6 +20,8 @@ description:
 import os
 import sys
 
+import jinja2
+
 from ansible.errors import AnsibleFilterError
 
 try:
@@ -53,7 +55,25 @@ def _host_var(hostvars, host, name, default=None):
         value = hostvars[host].get(name, default)
     except Exception:  # noqa: BLE001 - KeyError for an unknown host, a templating error inside
         return default
-    return default if value is None else value
+    if value is None or _has_undefined(value):
+        # a value naming a variable defined later (a role default such as rocm_version) is
+        # checked where that role runs; here it would fail the whole validation
+        return default
+    return value
+
+
+def _has_undefined(value, depth=0):
+    """Does ``value`` (or anything in it) stand for an undefined variable? Ansible 2.19 hands
+    those over as markers that fail only when the result is finalized."""
+    if isinstance(value, jinja2.Undefined):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, dict):
+        return any(_has_undefined(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_undefined(v, depth + 1) for v in value)
+    return False
 
 
 def _host_names(hostvars, host):

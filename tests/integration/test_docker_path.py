@@ -283,7 +283,7 @@ def test_docker_campaign_over_ssh_on_a_netns_host(docker, images, base, catalog)
             node_docker.teardown()
 
 
-def kill_runner_during_run_4(extra, playbook_proc, timeout=180):
+def kill_runner_during_run_4(extra, playbook_proc, timeout=480):
     """kill -9 the detached runner while run 4 (index 3) is running, its log half written."""
     root = Path(extra["mlperf_local_root"]) / "logs" / "smoke" / SYSTEM
     deadline = time.monotonic() + timeout

@@ -98,7 +98,7 @@ def campaign_state(base: Path, host: str) -> tuple[Path, dict]:
 def test_unreachable_node_mid_campaign_loses_nothing(hosts):
     base = hosts.base
     inv = inventory(hosts, base)
-    started = playbook(inv, "--tags", "render,run", "-e", "campaign_wait=false")
+    started = playbook(inv, "--tags", "render,run", "-e", '{"campaign_wait": false}')
     assert started.returncode == 0, started.stdout[-3000:]
 
     link(hosts, "node2", "down")

@@ -47,3 +47,20 @@ def test_unwritable_paths_stop_the_chain_at_preflight_naming_each(tmp_path, read
     assert "GiB free" not in out
     assert "TASK [campaign" not in out and "TASK [render" not in out
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing was created
+
+
+def test_a_value_naming_a_role_default_passes_validation(tmp_path):
+    """An inventory value may name a variable a role defines later (the provision test's
+    rocm_repo_url: ".../{{ rocm_version }}"): validation leaves it to that role."""
+    from tests.integration.test_local_chain import BIN, ROOT
+    import json
+    import os
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "site.yml", "-i", "inventory/local", "--tags", "preflight",
+         "-e", json.dumps({"mlperf_local_root": str(tmp_path / "root"),
+                           "mlperf_results_dir": str(tmp_path / "results"),
+                           "rocm_repo_url": "https://repo.radeon.com/rocm/apt/{{ rocm_version }}"})],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "is undefined" not in proc.stdout
