@@ -55,6 +55,22 @@ options:
     description: How warnings and failures name this node (the inventory name; the console does not say which host warned).
     type: str
     default: this node
+  actions:
+    description:
+      - AMD's steps 1 and 3 to do at a campaign's start, after the settings, with C(apply) or
+        C(check) - C(drop_caches), the initial C(sync; echo 3 > /proc/sys/vm/drop_caches), and
+        C(rocm_agent_enumerator), a probe recording the gfx targets it lists.
+      - They are actions, not states - returned in RV(actions), never a change - and are not done
+        in check mode. A missing C(rocm_agent_enumerator), or one listing no GPU agent, fails,
+        naming the node; where O(gpu) is C(none) or C(any) the probe is not done.
+    type: list
+    elements: str
+    choices: [drop_caches, rocm_agent_enumerator]
+    default: []
+  gpu:
+    description: The catalog's GPU of the platform (C(MI355X), ...); C(none) or C(any) needs no GPU agent.
+    type: str
+    default: any
 attributes:
   check_mode:
     support: full
@@ -92,16 +108,28 @@ sysctl_file_changed:
   description: Whether O(sysctl_file) was (or in check mode would be) written or removed.
   returned: always
   type: bool
+actions:
+  description: One record per action of O(actions) (name, done, and gfx for rocm_agent_enumerator).
+  returned: always
+  type: list
+  elements: dict
+gfx_targets:
+  description: The GPU targets rocm_agent_enumerator listed (empty when it was not run).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.tunables import (drift, drop_caches, load_before, persist,
-                                               read_state, save_before, set_values, wanted)
+                                               read_state, save_before, set_values, start_actions,
+                                               wanted)
 except ImportError:  # running from a source checkout (tests)
     from mlperf_repro.node.tunables import (drift, drop_caches, load_before, persist,
-                                            read_state, save_before, set_values, wanted)
+                                            read_state, save_before, set_values, start_actions,
+                                            wanted)
 
 
 def main():
@@ -116,6 +144,9 @@ def main():
             "sysctl_file": {"type": "path", "default": "/etc/sysctl.d/90-mlperf-repro.conf"},
             "fail_on_drift": {"type": "bool", "default": False},
             "node_name": {"type": "str", "default": "this node"},
+            "actions": {"type": "list", "elements": "str", "default": [],
+                        "choices": ["drop_caches", "rocm_agent_enumerator"]},
+            "gpu": {"type": "str", "default": "any"},
         },
         supports_check_mode=True,
     )
@@ -129,8 +160,8 @@ def main():
         if current_drift:
             module.warn("%s: %d setting(s) differ from AMD's: %s"
                         % (params["node_name"], len(current_drift), _say_drift(current_drift)))
-        module.exit_json(changed=False, before=before, after=before, drift=current_drift,
-                         sysctl_file_changed=False)
+        finish(module, changed=False, before=before, after=before, drift=current_drift,
+               sysctl_file_changed=False)
     if params["mode"] == "apply":
         target = {name: value for name, value in wanted().items() if before.get(name) is not None}
         if not params["use_commands"]:
@@ -158,8 +189,8 @@ def main():
                          "before": file_before or "", "after": file_after or ""})
     changed = bool(changes) or params["drop_caches"] or sysctl_changed
     if module.check_mode:
-        module.exit_json(changed=changed, before=before, after=after, drift=current_drift, diff=diff,
-                         sysctl_file_changed=sysctl_changed)
+        finish(module, changed=changed, before=before, after=after, drift=current_drift, diff=diff,
+               sysctl_file_changed=sysctl_changed)
     if params["mode"] == "apply":
         save_before(params["state_file"], before)
     errors = set_values(changes, params["root"], params["use_commands"])
@@ -174,8 +205,25 @@ def main():
     if left and params["mode"] == "apply":
         module.warn("%s: %d setting(s) still differ from AMD's after apply: %s"
                     % (params["node_name"], len(left), _say_drift(left)))
-    module.exit_json(changed=changed, before=before, after=after, drift=left, diff=diff,
-                     sysctl_file_changed=sysctl_changed)
+    finish(module, changed=changed, before=before, after=after, drift=left, diff=diff,
+           sysctl_file_changed=sysctl_changed)
+
+
+def finish(module, **result):
+    """Exit with ``result``, after AMD's start actions when asked (never counted as a change)."""
+    params = module.params
+    actions, errors = [], []
+    if params["actions"] and params["mode"] in ("apply", "check"):
+        actions, errors = start_actions(params["gpu"], params["root"], dry_run=module.check_mode,
+                                        which=params["actions"])
+    gfx = [target for action in actions for target in action.get("gfx") or []]
+    for action in actions:
+        if action.get("note"):
+            module.warn("%s: %s" % (params["node_name"], action["note"]))
+    if errors:
+        module.fail_json(msg="%s: %s" % (params["node_name"], "; ".join(errors)), actions=actions,
+                         gfx_targets=gfx, **result)
+    module.exit_json(actions=actions, gfx_targets=gfx, **result)
 
 
 def _say_drift(found):

@@ -585,11 +585,85 @@ def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[
                     **({"vendor": vendor_notes(set_dir)} if vendor_notes(set_dir) else {})})
             for (name, score), set_dir in zip(sets, set_dirs)]
     curves = [set_curves(score, set_dir) for (_, score), set_dir in zip(sets, set_dirs)]
+    tunables = {name: run_tunables(score, set_dir) for (name, score), set_dir in zip(sets, set_dirs)}
+    page = html_report(title, sets, curves)
     return {
-        "report.json": json.dumps({"campaign": campaign, "sets": dict(sets)}, indent=2, sort_keys=True) + "\n",
-        "report.md": markdown(title, sets),
-        "report.html": html_report(title, sets, curves),
+        "report.json": json.dumps({"campaign": campaign, "sets": dict(sets), "tunables": tunables},
+                                  indent=2, sort_keys=True) + "\n",
+        "report.md": markdown(title, sets) + tunables_markdown(tunables),
+        "report.html": page.replace("\n</body></html>", "\n" + tunables_html(tunables) + "\n</body></html>", 1),
     }
+
+
+# --------------------------------------------------------------------------
+# Runtime tunables per run (the campaign runner's record in state.json)
+# --------------------------------------------------------------------------
+
+def run_tunables(score: Mapping[str, Any], set_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """Per run of the set (its log's name): the tunables the runner read at the run's start -
+    ``as_amd``, ``drift`` (name -> current, wanted), ``state`` - or None where not recorded
+    (campaign_tunables off, a Slurm job, a campaign from before the record existed)."""
+    records: dict[str, Any] = {}
+    try:
+        state = json.loads((Path(set_dir) / "state.json").read_text(encoding="utf-8")) if set_dir else {}
+    except (OSError, ValueError):
+        state = {}
+    for record in (state or {}).get("runs") or []:
+        if isinstance(record, Mapping) and isinstance(record.get("tunables"), Mapping):
+            records[os.path.basename(str(record.get("log")))] = dict(record["tunables"])
+    return {str(run.get("file")): records.get(os.path.basename(str(run.get("file"))))
+            for run in score.get("runs") or []}
+
+
+def tunables_words(record: Mapping[str, Any] | None) -> str:
+    """``as AMD sets them`` / ``drift from AMD's: nmi_watchdog is 1 (AMD: 0), ...`` / ``not recorded``."""
+    if not record:
+        return "not recorded"
+    if record.get("error"):
+        return f"not read: {record['error']}"
+    drift = record.get("drift") or {}
+    if not drift:
+        return "as AMD sets them"
+    return "drift from AMD's: " + ", ".join(
+        f"{name} is {item.get('current')} (AMD: {item.get('wanted')})" if isinstance(item, Mapping) else str(name)
+        for name, item in sorted(drift.items()))
+
+
+_NOT_RECORDED = ("Not recorded for these runs (campaign_tunables off, or runs launched by Slurm, "
+                 "whose nodes are checked before the job is submitted).")
+
+
+def tunables_markdown(tunables: Mapping[str, Mapping[str, Any]]) -> str:
+    out = ["## Runtime tunables per run", "",
+           "AMD's runtime_tunables.sh settings as read at the start of each run.", ""]
+    if not any(record for runs in tunables.values() for record in runs.values()):
+        return "\n".join(out[:2] + [_NOT_RECORDED, ""])
+    for name, runs in tunables.items():
+        recorded = [r for r in runs.values() if r]
+        as_amd = sum(1 for r in recorded if not r.get("error") and not r.get("drift"))
+        out += [f"### {name}", "", f"As AMD sets them in {as_amd} of {len(runs)} runs"
+                + ("" if len(recorded) == len(runs) else f" ({len(runs) - len(recorded)} not recorded)")
+                + ".", ""]
+        out += [f"- {file}: {tunables_words(record)}" for file, record in runs.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def tunables_html(tunables: Mapping[str, Mapping[str, Any]]) -> str:
+    out = ['<section class="tunables"><h2>Runtime tunables per run</h2>',
+           "<p>AMD's runtime_tunables.sh settings as read at the start of each run.</p>"]
+    if not any(record for runs in tunables.values() for record in runs.values()):
+        return "\n".join(out[:1] + [f"<p>{_esc(_NOT_RECORDED)}</p>", "</section>"])
+    for name, runs in tunables.items():
+        out.append(f'<h3>{_esc(name)}</h3><table class="tunables" data-set="{_esc(name)}">'
+                   '<tr><th>run</th><th>as AMD sets them</th><th>tunables</th></tr>')
+        for file, record in runs.items():
+            verdict = "-" if not record or record.get("error") else ("yes" if not record.get("drift") else "no")
+            out.append(f'<tr data-as-amd="{verdict}"><td>{_esc(file)}</td><td>{verdict}</td>'
+                       f'<td>{_esc(tunables_words(record))}</td></tr>')
+        out.append("</table>")
+    out.append("</section>")
+    return "\n".join(out)
 
 
 REPORT_MODE = 0o644

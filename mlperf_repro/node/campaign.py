@@ -999,6 +999,7 @@ class Runner:
         record.update(status="running", seed=seed, started=now(), finished=None, rc=None,
                       process=None)
         record.pop("adopted", None)
+        record_tunables(self.spec, record)
         self.state["current"] = record["index"]
         self.save()
         self.clear_caches()
@@ -1146,6 +1147,27 @@ class Runner:
         self.save()
         self.say("campaign %s" % self.state["status"])
         return 0
+
+
+def record_tunables(spec, record):
+    """Record the node's runtime tunables at a run's start in its state record (read only).
+
+    Done when the spec names ``tunables_root`` (the run stage's campaign_tunables_record): the
+    settings as read, their drift from AMD's values and ``as_amd``, from tunables.py installed
+    beside this script (mlperf_repro/node/tunables.py in a checkout). Never stops a run.
+    """
+    root = spec.get("tunables_root")
+    if not root:
+        return
+    try:
+        import importlib.util  # pylint: disable=import-outside-toplevel
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tunables.py")
+        loader = importlib.util.spec_from_file_location("mlperf_runner_tunables", path)
+        tunables = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(tunables)
+        record["tunables"] = dict(tunables.run_record(root), read=now())
+    except Exception as exc:  # pylint: disable=broad-except
+        record["tunables"] = {"read": now(), "error": "%s: %s" % (type(exc).__name__, exc)}
 
 
 def run_outcome(path, rc):

@@ -7,6 +7,7 @@ The settings, in the order of AMD's script (amd-benchmark-code.md section 2.4):
   1 drop_caches          echo 3 > /proc/sys/vm/drop_caches         (an action, not a state)
   2 amdgpu_module        modprobe amdgpu                           (loaded or not)
   3 rocm_agents          rocm_agent_enumerator                     (a probe: GPUs visible)
+Steps 1 and 3 are actions, done at a campaign's start (:func:`start_actions`), never states.
   4 cpu_idle_state2      cpupower idle-set -d 2                    (deep C-state disabled)
   5 cpu_governor         cpupower frequency-set -g performance
   6 nmi_watchdog         /proc/sys/kernel/nmi_watchdog = 0
@@ -23,10 +24,15 @@ import re
 import shutil
 import subprocess
 
-try:  # shipped to the nodes as ansible.module_utils.tunables beside render_files
-    from ansible.module_utils.render_files import write_atomic
-except ImportError:  # imported from the package (tests, the controller)
-    from mlperf_repro.node.render_files import write_atomic
+
+def _write_atomic(path, data, mode):
+    # Imported when needed: the campaign runner loads this file on its own (read_state), where
+    # neither render_files nor Ansible is importable.
+    try:  # shipped to the nodes as ansible.module_utils.tunables beside render_files
+        from ansible.module_utils.render_files import write_atomic
+    except ImportError:  # imported from the package (tests, the controller)
+        from mlperf_repro.node.render_files import write_atomic
+    write_atomic(path, data, mode)
 
 FILE_SETTINGS = [
     ("nmi_watchdog", "proc/sys/kernel/nmi_watchdog", "0"),
@@ -183,7 +189,7 @@ def persist(sysctl_file, present, check_mode=False):
         return False, before, after
     if not check_mode:
         if present:
-            write_atomic(sysctl_file, after.encode("utf-8"), 0o644)
+            _write_atomic(sysctl_file, after.encode("utf-8"), 0o644)
         else:
             os.unlink(sysctl_file)
     return True, before, after
@@ -195,3 +201,106 @@ def _read_text(path):
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# AMD's steps 1 and 3 at a campaign's start: actions, not states (never a change)
+
+#: Where ROCm installs rocm_agent_enumerator; sudo's secure_path seldom has it.
+ROCM_BIN = "opt/rocm/bin"
+#: The gfx target each GPU of the catalog reports (a different one is said, not refused).
+GPU_GFX = {"MI300X": "gfx942", "MI325X": "gfx942", "MI350X": "gfx950", "MI355X": "gfx950"}
+#: The catalog's ``gpu`` values of platforms that need no GPU agent (the smoke benchmark).
+NO_GPU = ("none", "any", "")
+
+
+def find_agent_enumerator(root="/"):
+    """rocm_agent_enumerator's path: on PATH or in /opt/rocm/bin; under a test prefix ``root``
+    only ``<root>/opt/rocm/bin`` (a copy of a machine holds its own). None when there is none."""
+    if root in ("/", ""):
+        found = shutil.which("rocm_agent_enumerator")
+        if found:
+            return found
+    path = _path(root, os.path.join(ROCM_BIN, "rocm_agent_enumerator"))
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def probe_agents(root="/", gpu=None):
+    """AMD's step 3: run rocm_agent_enumerator and record the gfx targets it lists.
+
+    Returns ``{"name", "command", "gfx", "error", "note"}``: ``gfx`` the GPU targets (gfx000, the
+    CPU agent, left out); ``error`` a sentence when the command is missing, fails or lists no GPU
+    agent; ``note`` when the targets are not those of ``gpu`` (the catalog's GPU).
+    """
+    result = {"name": "rocm_agent_enumerator", "command": find_agent_enumerator(root), "gfx": [],
+              "error": None, "note": None}
+    if result["command"] is None:
+        where = "PATH or /opt/rocm/bin" if root in ("/", "") else _path(root, ROCM_BIN)
+        result["error"] = ("rocm_agent_enumerator: command not found (looked in %s): ROCm is not "
+                           "installed on the host, which AMD's runtime_tunables.sh needs" % where)
+        return result
+    try:
+        proc = subprocess.run([result["command"]], capture_output=True, text=True, check=False,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        result["error"] = "rocm_agent_enumerator: %s" % exc
+        return result
+    targets = []
+    for target in re.findall(r"\bgfx[0-9a-z]+\b", proc.stdout):
+        if target != "gfx000" and target not in targets:
+            targets.append(target)
+    result["gfx"] = targets
+    result["agents"] = len([t for t in re.findall(r"\bgfx[0-9a-z]+\b", proc.stdout) if t != "gfx000"])
+    if proc.returncode != 0:
+        result["error"] = "rocm_agent_enumerator exited %d: %s" % (
+            proc.returncode, (proc.stderr or proc.stdout).strip()[-500:])
+    elif not targets:
+        result["error"] = ("rocm_agent_enumerator lists no GPU agent (%s): the amdgpu driver does "
+                           "not see a GPU" % (proc.stdout.strip() or "no output"))
+    elif gpu in GPU_GFX and GPU_GFX[gpu] not in targets:
+        result["note"] = "rocm_agent_enumerator lists %s, not %s's %s" % (
+            ", ".join(targets), gpu, GPU_GFX[gpu])
+    return result
+
+
+def start_actions(gpu, root="/", dry_run=False, which=("drop_caches", "rocm_agent_enumerator")):
+    """AMD's steps 1 (``sync; echo 3 > /proc/sys/vm/drop_caches``) and 3 (rocm_agent_enumerator)
+    at a campaign's start, in the script's order. The probe is skipped where the catalog's
+    ``gpu`` needs none (``none``, ``any``). ``dry_run`` (check mode) does neither; ``which``
+    names the actions to do.
+
+    Returns ``(actions, errors)``: one record per action, and the sentences of those that failed.
+    """
+    gpu = str(gpu or "")
+    actions, errors = [], []
+    if "drop_caches" not in which:
+        pass
+    elif dry_run:
+        actions.append({"name": "drop_caches", "done": False, "why": "check mode"})
+    else:
+        error = drop_caches(root)
+        actions.append({"name": "drop_caches", "done": error is None, "error": error})
+        if error:
+            errors.append(error)
+    if "rocm_agent_enumerator" not in which:
+        pass
+    elif gpu in NO_GPU:
+        actions.append({"name": "rocm_agent_enumerator", "done": False,
+                        "why": "the platform's GPU is %s: no GPU agent needed" % (gpu or "none")})
+    elif dry_run:
+        actions.append({"name": "rocm_agent_enumerator", "done": False, "why": "check mode"})
+    else:
+        probe = probe_agents(root, gpu)
+        probe["done"] = probe["error"] is None
+        actions.append(probe)
+        if probe["error"]:
+            errors.append(probe["error"])
+    return actions, errors
+
+
+def run_record(root="/"):
+    """What a campaign's runner records at each run's start: the settings (read only), their
+    drift from AMD's values, and whether they were as AMD sets them."""
+    state = read_state(root)
+    found = drift(state)
+    return {"state": state, "drift": found, "as_amd": not found}

@@ -130,3 +130,107 @@ def test_module_check_names_the_node_and_fails_on_drift_only_when_asked(fake_roo
     assert "node07: " in said and "setting(s) differ from AMD's" in said, said
     failed = run_module(f"{args} fail_on_drift=true")
     assert "FAILED" in failed.stdout and "node07: tunables drift: " in failed.stdout, failed.stdout
+
+
+# --- AMD's steps 1 and 3 at a campaign's start (actions, not states) ------------------------
+
+def enumerator(root, output, rc=0):
+    """A stand-in rocm_agent_enumerator where ROCm installs it, under the prefix."""
+    path = root / "opt" / "rocm" / "bin" / "rocm_agent_enumerator"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nprintf '%s'\nexit %d\n" % (output.replace("\n", "\\n"), rc))
+    path.chmod(0o755)
+    return path
+
+
+def module_json(args, check=False):
+    """The real module through ansible, its result as JSON (one line, -o)."""
+    cmd = [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "mlperf_tunables",
+           "-a", json.dumps(args), "-o"] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    line = proc.stdout.strip().splitlines()[-1]
+    status = line.split(" | ")[1].split(" ")[0].rstrip("!")
+    return status, json.loads(line[line.index("{"):])
+
+
+def start_args(root, tmp_path, **more):
+    args = {"mode": "apply", "use_commands": False, "root": str(root),
+            "state_file": f"{tmp_path}/rec.json", "node_name": "node03",
+            "actions": ["drop_caches", "rocm_agent_enumerator"], "gpu": "MI355X"}
+    args.update(more)
+    return args
+
+
+def test_start_actions_drop_caches_and_record_the_gfx_targets_never_as_a_change(fake_root, tmp_path):
+    enumerator(fake_root, "gfx000\ngfx950\ngfx950\n")
+    status, result = module_json(start_args(fake_root, tmp_path))
+    assert status == "CHANGED"  # the settings were applied
+    assert (fake_root / "proc/sys/vm/drop_caches").read_text().strip() == "3"
+    assert result["gfx_targets"] == ["gfx950"]
+    assert [a["name"] for a in result["actions"]] == ["drop_caches", "rocm_agent_enumerator"]
+    assert all(a["done"] for a in result["actions"])
+    # Again, settings as AMD's: the actions are done again but the call changes nothing.
+    (fake_root / "proc/sys/vm/drop_caches").write_text("0\n")
+    status, result = module_json(start_args(fake_root, tmp_path))
+    assert status == "SUCCESS" and result["changed"] is False, result
+    assert (fake_root / "proc/sys/vm/drop_caches").read_text().strip() == "3"
+    assert result["gfx_targets"] == ["gfx950"]
+
+
+def test_start_actions_are_not_done_in_check_mode(fake_root, tmp_path):
+    enumerator(fake_root, "gfx000\ngfx950\n")
+    status, result = module_json(start_args(fake_root, tmp_path, mode="check"), check=True)
+    assert status == "SUCCESS"
+    assert (fake_root / "proc/sys/vm/drop_caches").read_text().strip() == "0"
+    assert [a["done"] for a in result["actions"]] == [False, False]
+    assert result["gfx_targets"] == []
+
+
+@pytest.mark.parametrize("output, rc, said", [
+    (None, 0, "rocm_agent_enumerator: command not found"),
+    ("gfx000\n", 0, "rocm_agent_enumerator lists no GPU agent"),
+    ("", 1, "rocm_agent_enumerator exited 1"),
+])
+def test_no_gpu_agent_fails_naming_the_node_and_the_command(fake_root, tmp_path, output, rc, said):
+    if output is not None:
+        enumerator(fake_root, output, rc)
+    status, result = module_json(start_args(fake_root, tmp_path))
+    assert status == "FAILED"
+    assert result["msg"].startswith("node03: ") and said in result["msg"], result["msg"]
+
+
+@pytest.mark.parametrize("gpu", ["none", "any"])
+def test_a_platform_without_a_gpu_needs_no_gpu_agent(fake_root, tmp_path, gpu):
+    status, result = module_json(start_args(fake_root, tmp_path, gpu=gpu))
+    assert status in ("CHANGED", "SUCCESS"), result
+    probe = result["actions"][1]
+    assert probe["name"] == "rocm_agent_enumerator" and probe["done"] is False
+    assert gpu in probe["why"]
+
+
+def test_another_gpus_gfx_target_is_said_not_refused(fake_root, tmp_path):
+    enumerator(fake_root, "gfx000\ngfx942\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-m",
+                           "mlperf_tunables", "-a", json.dumps(start_args(fake_root, tmp_path))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    said = proc.stdout + proc.stderr
+    assert "CHANGED" in said and "node03: rocm_agent_enumerator lists gfx942, not MI355X's gfx950" in said
+
+
+def test_check_with_fail_on_drift_fails_before_the_actions(fake_root, tmp_path):
+    enumerator(fake_root, "gfx000\ngfx950\n")
+    status, result = module_json(start_args(fake_root, tmp_path, mode="check", fail_on_drift=True))
+    assert status == "FAILED" and "randomize_va_space is 2 (AMD: 0)" in result["msg"]
+    assert (fake_root / "proc/sys/vm/drop_caches").read_text().strip() == "0"
+
+
+def test_the_runner_records_the_tunables_at_each_run_start(fake_root):
+    from mlperf_repro.node.campaign import record_tunables
+    record = {}
+    record_tunables({"tunables_root": str(fake_root)}, record)
+    assert record["tunables"]["as_amd"] is False
+    assert record["tunables"]["drift"]["randomize_va_space"] == {"current": "2", "wanted": "0"}
+    assert record["tunables"]["state"] == tunables.read_state(str(fake_root))
+    nothing = {}
+    record_tunables({}, nothing)  # campaign_tunables_record off: the record is as before
+    assert nothing == {}
