@@ -142,11 +142,14 @@ def test_a_stop_that_lands_while_a_run_starts_stops_that_run(tmp_path, smoke_log
     runner = campaign.Runner(str(directory))
     monkeypatch.setattr(runner, "clear_caches", lambda: runner.on_signal(signal.SIGTERM, None))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    umask = os.umask(0o022)  # the runner sets its own (in this process): give the next tests theirs
+    os.umask(umask)
     try:
         assert runner.main() == 0
     finally:
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
+        os.umask(umask)
     state = campaign.summarize(str(directory))
     assert state["status"] == "stopped"
     assert [r["status"] for r in state["runs"]] == ["pending", "pending"]
