@@ -341,14 +341,17 @@ def package(result_dir: str | os.PathLike, out_dir: str | os.PathLike, org: str,
         if not force:
             raise ValueError(f"{bench_dir} already exists and is not empty (use force to replace it)")
         shutil.rmtree(bench_dir)
-    bench_dir.mkdir(parents=True, exist_ok=True)
-    (org_dir / "systems").mkdir(parents=True, exist_ok=True)
+    # Explicit modes whatever the umask: directories 0755, files 0644 (a submission is read by
+    # MLCommons' tools and reviewers, written by no one else).
+    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+    make_dirs(bench_dir, 0o755)
+    make_dirs(org_dir / "systems", 0o755)
     system_path = org_dir / "systems" / f"{system}.json"
-    system_path.write_text(json.dumps(desc, indent=4) + "\n", encoding="utf-8")
+    write_atomic(str(system_path), (json.dumps(desc, indent=4) + "\n").encode("utf-8"), 0o644)
     copied = []
     for index, path in enumerate(files):
         target = bench_dir / f"result_{index}.txt"
-        shutil.copyfile(path, target)
+        write_atomic(str(target), Path(path).read_bytes(), 0o644)
         copied.append({"source": str(path), "target": str(target)})
 
     log = out / "package_checker.log"

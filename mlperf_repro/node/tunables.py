@@ -155,9 +155,11 @@ def save_before(state_file, state):
     """Record what was there before the first apply (never overwritten by a later apply)."""
     if os.path.exists(state_file):
         return False
-    os.makedirs(os.path.dirname(state_file), exist_ok=True)
-    with open(state_file, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=2, sort_keys=True)
+    directory = os.path.dirname(state_file)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+        os.chmod(directory, 0o755)  # whatever the umask
+    _write_atomic(state_file, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"), 0o644)
     return True
 
 

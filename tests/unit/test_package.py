@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import stat
 import os
 import shutil
 import sys
@@ -50,7 +51,16 @@ def test_published_set_passes_with_derived_system_fields(tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     before = snapshot(AMD_LORA)
     out = tmp_path / "submission"
-    result = package(AMD_LORA, out, "AMD", SYSTEM, system_fields=COUNTS)
+    umask = os.umask(0)  # modes never come from the umask
+    try:
+        result = package(AMD_LORA, out, "AMD", SYSTEM, system_fields=COUNTS)
+    finally:
+        os.umask(umask)
+    for path in [out / "AMD" / "systems" / f"{SYSTEM}.json",
+                 *(out / "AMD" / "results" / SYSTEM / "llama2_70b_lora").glob("result_*.txt")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    for path in (out / "AMD" / "results" / SYSTEM / "llama2_70b_lora", out / "AMD" / "systems"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
     assert result.passed and result.verdict == VERDICT_OK and result.errors == []
     assert result.returncode == 0 and result.benchmark == "llama2_70b_lora" and result.ruleset == "6.0.0"
     bench_dir = out / "AMD" / "results" / SYSTEM / "llama2_70b_lora"
