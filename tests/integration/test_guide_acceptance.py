@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -96,7 +95,7 @@ class Lab:
         self.bucket = None
         self.node_docker = None
         self.tunnel = None
-        self.made_data_dir = False
+        self.machine_data = None  # (is a mount point, entries) of the machine's own /data
 
     def data(self) -> Path:
         """What the host sees at /data (this directory, bind-mounted there privately)."""
@@ -149,6 +148,7 @@ def lab():
             # the mount point only; it stays (an empty directory): removing it while another
             # namespace mounts on it would detach that mount
             os.mkdir("/data", 0o755)
+        machine_data = lab.machine_data = (os.path.ismount("/data"), sorted(os.listdir("/data")))
         lab.data().mkdir(mode=0o755)
         lab.bucket = NginxBucket(base / "bucket").start()
         for benchmark in GUIDE:
@@ -158,7 +158,7 @@ def lab():
         mount = lab.hosts.exec(HOST, ["mount", "--bind", str(lab.data()), "/data"])
         assert mount.returncode == 0, mount.stderr
         # the machine's /data is untouched: the bind mount is the host's alone
-        assert not os.path.ismount("/data") and os.listdir("/data") == []
+        assert (os.path.ismount("/data"), sorted(os.listdir("/data"))) == machine_data
         lab.node_docker.install_on_host(lab.hosts, HOST)
         lab.tunnel = _tunnel(lab.hosts, lab.bucket.port)
         _say(f"lab ready in {time.monotonic() - started:.1f} s")
@@ -280,14 +280,16 @@ def check_acceptance(lab, name, benchmark, system):
         (staged / ".mlperf-standin-bucket").write_text(lab.bucket.base + "\n")
 
     proc = playbook(inv)
+    # nothing reached the machine's own /data (the controller's tasks run outside the host)
+    assert (os.path.ismount("/data"), sorted(os.listdir("/data"))) == lab.machine_data
     results = Path(lab.base / "results" / name)
     (campaign,) = campaign_sets(results, benchmark, system)
 
     # preflight: nothing but what a test host lacks (no path problem with the guide's layout)
     preflight = json.loads((results / "preflight.json").read_text())
     (row,) = [r for r in preflight["nodes"] if r["host"] == HOST]
-    unexpected = [p for p in row["problems"]
-                  if not re.match(r"(ROCm 7\.2\.2 or later required|DATADIR: .* has .* GiB free, .* needs )", p)]
+    lacks = r"(ROCm 7\.2\.2 or later required|DATADIR: .* has .* GiB free, .* needs )"
+    unexpected = [p for p in row["problems"] if not re.match(lacks, p)]
     assert unexpected == [], row["problems"]
 
     # data: staged where the guide puts it, on the host's /data
