@@ -750,6 +750,9 @@ def amd_run_logdir(campaign_dir, index):
     return os.path.join(campaign_dir, "amd-run-%d" % index)
 
 
+RUN_IN_CONTAINER = "exec bash ./run_and_time.sh 2>&1"
+
+
 def run_argv(spec, names):
     """One run's command; ``names`` are the variables config_<SYSTEM>.sh exports."""
     if amd_launcher(spec):
@@ -759,7 +762,10 @@ def run_argv(spec, names):
     argv = [spec.get("runtime_command") or spec["runtime"], "exec"]
     for name in list(names) + ["SEED", "NEXP"]:
         argv += ["--env", name]  # values come from the exec's environment, not argv
-    return argv + [spec["container_name"], "bash", "./run_and_time.sh"]
+    # stderr joins stdout inside the container: one stream, in the order the run wrote it. Two
+    # streams are read apart by the runtime (conmon, dockerd) in chunks, and a stderr line can
+    # land inside a stdout :::MLLOG line, which makes the log non-compliant.
+    return argv + [spec["container_name"], "bash", "-c", RUN_IN_CONTAINER]
 
 
 def planned_commands(spec, campaign_dir, indexes=None, env=None):

@@ -212,7 +212,8 @@ def test_planned_commands_of_a_docker_campaign_never_show_env_values():
     assert lines[1] == " ".join(container_run_argv(spec)).replace(
         "/data/llama31", "${DATADIR}").replace("rocm/amd-mlperf:llama31_8b_training_6.0", "${CONT}")
     assert lines[2] == ("SEED=5 docker exec --env <each variable config_MI355X_1x8x1.sh exports> "
-                        "--env SEED --env NEXP mlperf_llama31 bash ./run_and_time.sh > /logs/c1/result_0.txt 2>&1")
+                        "--env SEED --env NEXP mlperf_llama31 bash -c 'exec bash ./run_and_time.sh 2>&1' "
+                        "> /logs/c1/result_0.txt 2>&1")
     assert lines[3].startswith("SEED=1005 ") and lines[4] == "docker rm -f mlperf_llama31"
     assert not any(value in line for value in env.values() for line in lines)
     assert planned_commands(spec, "/logs/c1", indexes=[1])[1:] == [
