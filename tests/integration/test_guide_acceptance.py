@@ -24,9 +24,8 @@ catalog, by name; AMD's run_with_docker.sh against the native launch). For MI350
 MI350X's (LoRA 10.25, 6.0-0035) although the replayed logs call themselves MI355X, and the report
 says so (platform.label_disagrees).
 
-The Llama 3.1 8B tests expect the guide's DATADIR (``.../data``) to be taken literally, with the
-model in MODEL (mlperf_modeldir): branch h-guidevals changes the toolkit so. Until it lands they
-are expected to fail (xfail, not strict).
+The Llama 3.1 8B tests take the guide's DATADIR (``.../data``) literally, with the model in MODEL
+(mlperf_modeldir, the guide's ``/data/mlperf_llama31_8b/model/``).
 """
 
 from __future__ import annotations
@@ -76,11 +75,6 @@ GUIDE = {
 #: The catalog's references (AMD's v6.0 results), by system.
 REFERENCE = {("llama2_70b_lora", "MI355X_1x8x1"): (8.27, "6.0-0036"),
              ("llama2_70b_lora", "MI350X_1x8x1"): (10.25, "6.0-0035")}
-GUIDEVALS = pytest.mark.xfail(
-    reason="needs branch h-guidevals (mlperf_datadir taken as the guide's literal DATADIR "
-           ".../data, the model in mlperf_modeldir); on main the toolkit stages into "
-           "DATADIR/data and DATADIR/model", strict=False)
-
 
 def _say(message):
     print(f"[guide-acceptance] {message}", flush=True)
@@ -416,11 +410,9 @@ def test_lora_mi350x_with_the_guides_values(lab):
     check_acceptance(lab, "lora_mi350x", "llama2_70b_lora", "MI350X_1x8x1")
 
 
-@GUIDEVALS
 def test_llama31_8b_mi355x_with_the_guides_values(lab):
     check_acceptance(lab, "llama31_8b_mi355x", "llama31_8b", "MI355X_1x8x1")
 
 
-@GUIDEVALS
 def test_llama31_8b_mi350x_with_the_guides_values(lab):
     check_acceptance(lab, "llama31_8b_mi350x", "llama31_8b", "MI350X_1x8x1")
