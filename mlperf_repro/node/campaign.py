@@ -1190,9 +1190,11 @@ def run_outcome(path, rc):
                     continue
                 line = raw.decode("utf-8", "replace")
                 try:
-                    record = json.loads(line[line.index(":::MLLOG") + 8:])
+                    # the JSON object only: text a process wrote after it on the same line (its
+                    # stderr joining an unterminated line) does not hide the run's status
+                    record, _ = json.JSONDecoder().raw_decode(line[line.index(":::MLLOG") + 8:].lstrip())
                     status = record.get("metadata", {}).get("status") or status
-                except ValueError:
+                except (ValueError, AttributeError):
                     continue
     except OSError:
         return "crashed"

@@ -217,6 +217,8 @@ def main():
             if pause > 0:
                 time.sleep(pause)
             line = TIME_RE.sub(lambda m: m.group(1) + shifted(m.group(2), offset), line, count=1)
+        if not line.endswith(b"\n"):
+            line += b"\n"  # a process writes whole lines (a published file may lack its last newline)
         out.write(line)
         out.flush()
     if done:
