@@ -1,0 +1,239 @@
+"""Issue 14 item 1, Flux: the guide's 8-node MI325X run, as the guide writes it, through site.yml.
+
+The inventory is inventory/mi325x's, filled with the values the reproduction guide gives
+(../shared/reference/amd-mlperf-training-v6.0-reproduction.md, "Run Training (Slurm, 8-node
+MI325X)"): DATADIR /data/mlperf_flux1/data, LOGDIR /data/mlperf_flux1/results (inside it), the
+guide's CONT (the catalog's image), DGXSYSTEM MI325X_08x08x32, NEXP 10, a partition, 8 nodes.
+
+The cluster is real: slurmctld, one slurmd on each of 8 hosts and a submit host, each host a
+network namespace with its own sshd (tests/infra/cluster.py). On every compute host podman
+stands in for docker (tests/infra/docker_wrapper.py: it clamps AMD's --ulimit values to what
+root may set here), the stand-in image rocm/amd-mlperf:flux1_training_6.0 (tests/infra/
+amd_image.py) holds AMD's layout, and /dev/kfd, /dev/dri and /dev/infiniband are fake device
+nodes. ``/data`` of every host is one directory of the test (a bind mount in each host's own
+mount namespace: the machine's /data is not touched), so the guide's paths are shared storage.
+
+site.yml runs once, with the stages from the data stage on (preflight, provision and tunables
+need real GPUs): data stages the dataset from the stand-in bucket with the image's own
+conversion tools; render copies /workspace/code out of the image on node1 into shared storage
+and keeps the image's config_MI325X_08x08x32.sh; run submits the rendered job.sh, whose
+``srun bash run_with_docker_slurm.sh`` starts AMD's launcher (the stand-in, literal) on the 8
+nodes: one container per node, ten runs, each run_and_time.sh replaying one log of the
+published Flux set (tests/data/mlperf-logs/v5.1/NVIDIA/.../flux1) with its times moved to now.
+collect, score and report follow; the score is the published set's, exactly.
+
+AMD's per-run cache drop (``sysctl vm.drop_caches=3`` on the host) would drop the page cache of
+the whole machine 80 times: in each compute host's mount namespace a plain file is bound over
+/proc/sys/vm/drop_caches, so the launcher writes "3" there and the machine keeps its cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlperf_repro.scoring import score_directory
+from tests.infra import amd_image, docker_wrapper
+from tests.infra.cluster import SlurmTestCluster, skip_reason
+from tests.infra.docker_wrapper import PodmanDocker
+from tests.infra.fake_devices import DEVICES, FakeGpuDevices
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+GUIDE = {  # the guide's job.sh values for the 8-node MI325X submission
+    "CONT": "rocm/amd-mlperf:flux1_training_6.0",
+    "DATADIR": "/data/mlperf_flux1/data",
+    "LOGDIR": "/data/mlperf_flux1/results",
+    "DGXSYSTEM": "MI325X_08x08x32",
+    "NEXP": 10,
+    "NODES": 8,
+}
+PUBLISHED_SCORE = 146.2601  # the replayed set's published score (tests/data/mlperf-logs/README.md)
+
+
+def _reason():
+    reason = skip_reason()
+    if reason is None and docker_wrapper.missing_commands():
+        reason = "not installed: %s" % ", ".join(docker_wrapper.missing_commands())
+    if reason is None:
+        reason = amd_image.skip_reason()
+    if reason is None and not os.path.isdir("/data") and os.path.lexists("/data"):
+        reason = "/data exists and is not a directory (the guide's paths are mounted there)"
+    return reason
+
+
+REASON = _reason()
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+
+
+def guide_inventory(cluster: SlurmTestCluster, directory: Path) -> Path:
+    """inventory/mi325x with every FILL_IN set to the guide's value (or the test cluster's)."""
+    group_vars = yaml.safe_load((ROOT / "inventory" / "mi325x" / "group_vars" / "all.yml").read_text())
+    group_vars.update(cluster.hosts.ansible_vars())
+    group_vars.update({
+        "mlperf_datadir": GUIDE["DATADIR"],
+        "mlperf_logdir": GUIDE["LOGDIR"],
+        "mlperf_workdir": "/data/mlperf_flux1/work",
+        "mlperf_results_dir": str(cluster.results),
+        "mlperf_slurm_partition": cluster.slurm.partition,
+        "mlperf_site_env": {"NCCL_SOCKET_IFNAME": "eth0", "GLOO_SOCKET_IFNAME": "eth0",
+                            "NCCL_IB_HCA": "rdma0,rdma1,rdma2,rdma3,rdma4,rdma5,rdma6,rdma7"},
+        # no GPU, no driver, no persistence of sysctls on test hosts: those stages are not run
+        "mlperf_provision": False,
+        "tunables_mode": "off",
+        "slurm_job_poll_seconds": 1,
+    })
+    del group_vars["ansible_user"]  # FILL_IN; the cluster's connection variables set it
+    assert GUIDE["NEXP"] == group_vars["mlperf_nexp"] and group_vars["mlperf_system"] == GUIDE["DGXSYSTEM"]
+    assert "FILL_IN" not in yaml.safe_dump(group_vars)
+    ip = {name: {"ansible_host": h.ip} for name, h in cluster.hosts.hosts.items()}
+    hosts = {"all": {"children": {
+        "mlperf_controller": {"hosts": {"localhost": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}},
+        "mlperf_nodes": {"hosts": {n: ip[n] for n in cluster.compute}},
+        "mlperf_submit": {"hosts": {cluster.submit: ip[cluster.submit]}},
+        "mlperf_staging": {"hosts": {cluster.compute[0]: {}}},
+    }}}
+    (directory / "group_vars").mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    (directory / "group_vars" / "all.yml").write_text(yaml.safe_dump(group_vars, sort_keys=False))
+    return directory
+
+
+def host_exec(cluster, name, script):
+    proc = cluster.hosts.exec(name, ["sh", "-c", script])
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}: {script}: {proc.stderr}")
+
+
+@pytest.fixture(scope="module")
+def guide_cluster():
+    store = amd_image.load_image("flux1")
+    made_data = False
+    if not os.path.exists("/data"):
+        os.mkdir("/data", 0o755)  # an empty mount point; the hosts mount their /data on it
+        made_data = True
+    devices = FakeGpuDevices(DEVICES + ("/dev/infiniband/uverbs0",)).up()
+    cluster = SlurmTestCluster(nodes=GUIDE["NODES"], nexp=GUIDE["NEXP"])
+    dockers = {}
+    try:
+        cluster.up()
+        data = cluster.base / "data-mount"
+        data.mkdir()
+        cluster.data_mount = data
+        # AMD's launcher mounts <code>/../../utilities; Docker creates a missing bind-mount
+        # source, podman refuses it ("statfs ...: no such file or directory"): made as Docker would
+        (data / "mlperf_flux1" / "work" / "utilities").mkdir(parents=True)
+        # the guide's data tree (catalog.yml's expected_files for flux1)
+        for sub in ("train", "val", "empty_encodings"):
+            (data / "mlperf_flux1" / "data" / "energon" / sub).mkdir(parents=True)
+        for name in cluster.hosts.hosts:
+            host_exec(cluster, name, f"mount --bind {data} /data")
+        for name in cluster.compute:
+            # AMD's launcher takes NCCL_SOCKET_IFNAME from the default route; the test hosts
+            # have none (nothing leaves the machine): an on-link one on eth0, no gateway
+            host_exec(cluster, name, "ip route add default dev eth0")
+            drop = cluster.base / f"drop_caches-{name}"
+            drop.write_text("")
+            host_exec(cluster, name, f"mount --bind {drop} /proc/sys/vm/drop_caches")
+            docker = PodmanDocker.for_host(cluster.base / "podman" / name, store).setup()
+            docker.install_on_host(cluster.hosts, name)
+            dockers[name] = docker
+        cluster.guide_inventory = guide_inventory(cluster, cluster.base / "guide-inventory")
+        yield cluster
+    finally:
+        for name, docker in dockers.items():
+            docker.teardown_on_host(cluster.hosts, name)
+        cluster.down()
+        for docker in dockers.values():
+            docker.teardown()
+        cluster.remove()
+        devices.down()
+        if made_data:
+            try:
+                os.rmdir("/data")
+            except OSError:
+                pass
+
+
+def site(cluster, *args):
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_NOCOLOR="1")
+    argv = [str(BIN / "ansible-playbook"), "site.yml", "-i", str(cluster.guide_inventory), *args]
+    started = time.monotonic()
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc.seconds = time.monotonic() - started
+    return proc
+
+
+def test_flux_on_eight_mi325x_nodes_as_the_guide_writes_it(guide_cluster):
+    cluster = guide_cluster
+    on_host = cluster.data_mount  # the hosts' /data, seen from this machine
+    proc = site(cluster, "--tags", "render,run,collect,score,report")
+    print(f"site.yml (render, run, collect, score, report) on 8 nodes: {proc.seconds:.1f} s")
+    assert proc.returncode == 0, proc.stdout[-12000:] + proc.stderr[-3000:]
+
+    # render: AMD's code from the image on shared storage, the image's config as it is
+    code = on_host / "mlperf_flux1" / "work" / "code" / "flux1"
+    layout = amd_image.LAYOUT / "flux1" / "code"
+    for name in ("config_MI325X_08x08x32.sh", "run_with_docker_slurm.sh", "config_common.sh"):
+        assert (code / name).read_bytes() == (layout / name).read_bytes(), name
+
+    # run: one job from the rendered job.sh, the guide's values in it
+    (campaign,) = (on_host / "mlperf_flux1" / "results" / "flux1" / GUIDE["DGXSYSTEM"]).iterdir()
+    job_sh = (campaign / "job.sh").read_text().splitlines()
+    for line in (f"#SBATCH --nodes={GUIDE['NODES']}", "#SBATCH --gres=gpu:8",
+                 "#SBATCH --ntasks-per-node=1", f"#SBATCH --partition={cluster.slurm.partition}",
+                 f"export CONT={GUIDE['CONT']}", f"export DATADIR={GUIDE['DATADIR']}",
+                 f"export LOGDIR={GUIDE['LOGDIR']}/flux1/{GUIDE['DGXSYSTEM']}/{campaign.name}",
+                 f"export DGXSYSTEM={GUIDE['DGXSYSTEM']}", f"export NEXP={GUIDE['NEXP']}",
+                 "srun bash run_with_docker_slurm.sh"):
+        assert line in job_sh, line
+    state = json.loads((campaign / "state.json").read_text())
+    assert state["status"] == "complete" and state["job_state"] == "COMPLETED", state
+    assert state["node_list"] == "node[1-8]"
+    jobs = [j for j in cluster.slurm.jobs() if j["name"] == "flux1_mlperf"]
+    assert len(jobs) == 1, jobs
+
+    # AMD's launcher ran on every node, literally: its container options, its trials
+    output = (campaign / state["output"]).read_text()
+    def lines(pattern):  # the script's own lines (set -x also traces each command with "+ ")
+        return len(re.findall(pattern, output, re.M))
+    assert lines(r"^Running on host: ") == GUIDE["NODES"]
+    for i in range(1, GUIDE["NODES"] + 1):  # AMD's cache drop before each run, on each node
+        assert lines(rf"^Clearing cache on node{i}$") == GUIDE["NEXP"], (i, output[-3000:])
+    assert lines(rf"^Beginning trial {GUIDE['NEXP']} of {GUIDE['NEXP']}$") == GUIDE["NODES"]
+    assert output.count("--ulimit memlock=-1:-1 --ulimit nofile=1048576:1048576") == GUIDE["NODES"]
+    assert output.count("--device /dev/infiniband") == GUIDE["NODES"]
+
+    # ten runs cut out of the one output, each a distinct published log, replayed
+    runs = sorted(campaign.glob("result_*.txt"))
+    assert [r.name for r in runs] == [f"result_{k}.txt" for k in range(GUIDE["NEXP"])]
+    assert [r["status"] for r in state["runs"]] == ["success"] * GUIDE["NEXP"]
+
+    # collect, score: the published set's score, exactly; the report says it, with the vendor's
+    collected = cluster.results / "flux1" / GUIDE["DGXSYSTEM"] / campaign.name
+    assert {"job.sh", state["output"], "campaign.json", "state.json",
+            f"config_{GUIDE['DGXSYSTEM']}.sh"} <= {p.name for p in (collected / "login").iterdir()}
+    score = json.loads((collected / "login" / "score.json").read_text())
+    published = score_directory(amd_image.variant("flux1").replay)  # the published files, as they are
+    assert score["score_minutes"] == published.score_minutes, score  # exactly, not rounded
+    assert round(score["score_minutes"], 4) == PUBLISHED_SCORE
+    assert [r["minutes"] for r in score["runs"]] == [r.minutes for r in published.runs]
+    assert all(r["status"] == "success" for r in score["runs"])
+    assert f"flux1: score {PUBLISHED_SCORE} min" in proc.stdout
+    report = (collected / "report.md").read_text()
+    print(report)
+    assert f"**{PUBLISHED_SCORE} min**" in report
+    assert "- versus reference: " in report and "92.36" in report
+    assert "- config: " in report  # the image's config_MI325X_08x08x32.sh against the catalog
