@@ -236,4 +236,6 @@ def test_flux_on_eight_mi325x_nodes_as_the_guide_writes_it(guide_cluster):
     print(report)
     assert f"**{PUBLISHED_SCORE} min**" in report
     assert "- versus reference: " in report and "92.36" in report
-    assert "- config: " in report  # the image's config_MI325X_08x08x32.sh against the catalog
+    # the image's own config, compared with the catalog by name (render), said in the report
+    assert "- config: config_MI325X_08x08x32.sh from the image: " in report
+    assert "NOT the vendor's file" not in report
