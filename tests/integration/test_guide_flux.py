@@ -13,14 +13,23 @@ amd_image.py) holds AMD's layout, and /dev/kfd, /dev/dri and /dev/infiniband are
 nodes. ``/data`` of every host is one directory of the test (a bind mount in each host's own
 mount namespace: the machine's /data is not touched), so the guide's paths are shared storage.
 
-site.yml runs once, with the stages from the data stage on (preflight, provision and tunables
-need real GPUs): data stages the dataset from the stand-in bucket with the image's own
-conversion tools; render copies /workspace/code out of the image on node1 into shared storage
-and keeps the image's config_MI325X_08x08x32.sh; run submits the rendered job.sh, whose
-``srun bash run_with_docker_slurm.sh`` starts AMD's launcher (the stand-in, literal) on the 8
-nodes: one container per node, ten runs, each run_and_time.sh replaying one log of the
-published Flux set (tests/data/mlperf-logs/v5.1/NVIDIA/.../flux1) with its times moved to now.
-collect, score and report follow; the score is the published set's, exactly.
+The dataset is prepared first as the guide prepares it, by hand in a container of the image
+(its scripts/prepare_data_and_model.sh against the stand-in nginx bucket: prepare_dataset). Then
+site.yml runs once, with the stages render, run, collect, score and report (preflight, provision
+and tunables need real GPUs and drivers; the data stage's flux recipe would fetch from the
+catalog's MLCommons addresses, which no test host can reach): render copies /workspace/code out
+of the image on node1 into shared storage and keeps the image's config_MI325X_08x08x32.sh; run
+submits the rendered job.sh, whose ``srun bash run_with_docker_slurm.sh`` starts AMD's launcher
+(the stand-in, literal) on the 8 nodes: one container per node, ten runs, each
+run_and_time.sh replaying one log of the published Flux set (tests/data/mlperf-logs/v5.1/
+NVIDIA/.../flux1) with its times moved to now. collect, score and report follow; the score is
+the published set's, exactly, and the report holds the comparisons with AMD's: its MI325X
+submission's score and the image's config against the catalog.
+
+Test-host facts handled here, each where it is done: the hosts have no default route (AMD's
+launcher takes its NCCL interface from it: an on-link one is added); podman, unlike Docker,
+does not create a missing bind-mount source (AMD's launcher mounts <code>/../../utilities: it
+is made, as Docker would).
 
 AMD's per-run cache drop (``sysctl vm.drop_caches=3`` on the host) would drop the page cache of
 the whole machine 80 times: in each compute host's mount namespace a plain file is bound over
@@ -45,6 +54,7 @@ from tests.infra import amd_image, docker_wrapper
 from tests.infra.cluster import SlurmTestCluster, skip_reason
 from tests.infra.docker_wrapper import PodmanDocker
 from tests.infra.fake_devices import DEVICES, FakeGpuDevices
+from tests.integration.nginx_bucket import NginxBucket, find_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -65,6 +75,8 @@ def _reason():
         reason = "not installed: %s" % ", ".join(docker_wrapper.missing_commands())
     if reason is None:
         reason = amd_image.skip_reason()
+    if reason is None and not find_nginx():
+        reason = "nginx is not installed (the stand-in bucket the dataset comes from)"
     if reason is None and not os.path.isdir("/data") and os.path.lexists("/data"):
         reason = "/data exists and is not a directory (the guide's paths are mounted there)"
     return reason
@@ -116,6 +128,31 @@ def host_exec(cluster, name, script):
         raise RuntimeError(f"{name}: {script}: {proc.stderr}")
 
 
+def prepare_dataset(cluster, datadir: Path, store) -> None:
+    """The guide's "Prepare Dataset - Flux.1", by hand as the guide does it: in a container of
+    the image with DATADIR as /dataset, its scripts/prepare_data_and_model.sh (the three r2
+    downloads, to_webdataset.py, energon prepare, the empty encodings) against the stand-in
+    bucket. On this machine, not in a test host: the bucket listens on this machine's loopback
+    only, and the catalog's .uri addresses name the MLCommons host (the data stage's own flux
+    recipe against the bucket is tests/integration/test_data_role.py's)."""
+    datadir.mkdir(parents=True)
+    docker = PodmanDocker.for_host(cluster.base / "podman" / "prepare", store).setup()
+    bucket = NginxBucket(cluster.base / "bucket")
+    bucket.start()
+    try:
+        amd_image.stage_bucket(bucket, "flux1")
+        docker.run("run", "--rm", "--network=host", "--ipc=host", "--volume", f"{datadir}:/dataset",
+                   "--env", f"MLPERF_STANDIN_BUCKET={bucket.base}", GUIDE["CONT"],
+                   "bash", "/workspace/code/scripts/prepare_data_and_model.sh", timeout=120)
+    finally:
+        bucket.stop()
+        docker.teardown()
+    catalog = yaml.safe_load((ROOT / "mlperf_repro" / "catalog.yml").read_text())
+    for rel in catalog["benchmarks"]["flux1"]["dataset"]["expected_files"]:
+        assert (datadir / rel).is_dir(), rel
+    assert (datadir / "energon" / ".nv-meta" / "dataset.yaml").is_file()
+
+
 @pytest.fixture(scope="module")
 def guide_cluster():
     store = amd_image.load_image("flux1")
@@ -134,9 +171,7 @@ def guide_cluster():
         # AMD's launcher mounts <code>/../../utilities; Docker creates a missing bind-mount
         # source, podman refuses it ("statfs ...: no such file or directory"): made as Docker would
         (data / "mlperf_flux1" / "work" / "utilities").mkdir(parents=True)
-        # the guide's data tree (catalog.yml's expected_files for flux1)
-        for sub in ("train", "val", "empty_encodings"):
-            (data / "mlperf_flux1" / "data" / "energon" / sub).mkdir(parents=True)
+        prepare_dataset(cluster, data / "mlperf_flux1" / "data", store)
         for name in cluster.hosts.hosts:
             host_exec(cluster, name, f"mount --bind {data} /data")
         for name in cluster.compute:
@@ -212,6 +247,7 @@ def test_flux_on_eight_mi325x_nodes_as_the_guide_writes_it(guide_cluster):
     assert lines(r"^Running on host: ") == GUIDE["NODES"]
     for i in range(1, GUIDE["NODES"] + 1):  # AMD's cache drop before each run, on each node
         assert lines(rf"^Clearing cache on node{i}$") == GUIDE["NEXP"], (i, output[-3000:])
+        assert (cluster.base / f"drop_caches-node{i}").read_text().strip() == "3"  # masked
     assert lines(rf"^Beginning trial {GUIDE['NEXP']} of {GUIDE['NEXP']}$") == GUIDE["NODES"]
     assert output.count("--ulimit memlock=-1:-1 --ulimit nofile=1048576:1048576") == GUIDE["NODES"]
     assert output.count("--device /dev/infiniband") == GUIDE["NODES"]
