@@ -90,7 +90,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow,
 def guide_inventory(cluster: SlurmTestCluster, directory: Path) -> Path:
     """inventory/mi325x with every FILL_IN set to the guide's value (or the test cluster's)."""
     group_vars = yaml.safe_load((ROOT / "inventory" / "mi325x" / "group_vars" / "all.yml").read_text())
-    group_vars.update(cluster.hosts.ansible_vars())
+    group_vars.update(cluster.hosts.ansible_vars())  # ansible_user (FILL_IN there): root
     group_vars.update({
         "mlperf_datadir": GUIDE["DATADIR"],
         "mlperf_logdir": GUIDE["LOGDIR"],
@@ -104,7 +104,6 @@ def guide_inventory(cluster: SlurmTestCluster, directory: Path) -> Path:
         "tunables_mode": "off",
         "slurm_job_poll_seconds": 1,
     })
-    del group_vars["ansible_user"]  # FILL_IN; the cluster's connection variables set it
     assert GUIDE["NEXP"] == group_vars["mlperf_nexp"] and group_vars["mlperf_system"] == GUIDE["DGXSYSTEM"]
     assert "FILL_IN" not in yaml.safe_dump(group_vars)
     ip = {name: {"ansible_host": h.ip} for name, h in cluster.hosts.hosts.items()}
