@@ -70,6 +70,12 @@ options:
   job_name:
     description: Slurm job name, recorded in campaign.json.
     type: str
+  code_dir:
+    description:
+      - The benchmark's code directory (the render stage's, on shared storage). Its record of
+        the image's C(config_<SYSTEM>.sh) against the catalog (C(.mlperf-vendor-check.json)) is
+        kept in a new campaign's C(campaign.json) as C(vendor_config), for the report.
+    type: path
   mode:
     description: Mode of a new campaign directory (group-shared; never world-writable unless
       O(world_writable)). A job that makes it world-writable (AMD's C(chmod 777)) has it set
@@ -174,11 +180,11 @@ from ansible.module_utils.basic import AnsibleModule
 try:
     from ansible.module_utils.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
                                                 ensure_submitted, is_slurm_campaign, public,
-                                                refresh, tail)
+                                                refresh, tail, vendor_config)
 except ImportError:  # running from a source checkout (tests)
     from mlperf_repro.node.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
                                              ensure_submitted, is_slurm_campaign, public,
-                                             refresh, tail)
+                                             refresh, tail, vendor_config)
 
 
 def parse_mode(module, value, world_writable=False):
@@ -237,6 +243,9 @@ def submitted(module, slurm):
         "output": params["output"],
         "job_name": params["job_name"],
     }
+    config_record = vendor_config(params["code_dir"])
+    if config_record is not None:
+        spec["vendor_config"] = config_record
     output = params["output"]
     if "/" in output or output.endswith(".log") or output.startswith("result_"):
         module.fail_json(msg="output %r: expected a plain file name that is neither result_* nor "
@@ -276,6 +285,7 @@ def main():
             "benchmark": {"type": "str"},
             "system": {"type": "str"},
             "job_name": {"type": "str"},
+            "code_dir": {"type": "path"},
             "mode": {"type": "raw", "default": "2770"},
             "world_writable": {"type": "bool", "default": False},
             "group": {"type": "str"},

@@ -86,6 +86,21 @@ def read_json(path, default=None):
         return default
 
 
+#: The render stage's comparison of the image's config_<SYSTEM>.sh with the catalog, in the code
+#: directory (vendor_check.RECORD_NAME).
+VENDOR_RECORD = ".mlperf-vendor-check.json"
+
+
+def vendor_config(code_dir):
+    """The render stage's record of the image's config against the catalog in ``code_dir``, or
+    None (no code directory given, or rendered without one): campaign.json keeps it, so collect
+    brings it back and the report says it, as for the docker path."""
+    if not code_dir:
+        return None
+    record = read_json(os.path.join(code_dir, VENDOR_RECORD))
+    return record if isinstance(record, dict) else None
+
+
 def write_json(path, data, mode=0o640):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

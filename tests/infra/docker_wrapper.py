@@ -14,6 +14,16 @@ containers. What it absorbs (see ../shared/testinfra/05-*.sh, where these were f
 - crun fails on this kind of machine ("cgroups in hybrid mode not supported"): runtime ``runc``;
 - root lacks CAP_SYS_RESOURCE, so podman's default rlimits (nofile/nproc 1048576) cannot be
   set: default ulimits within root's hard limits (nofile = ``ulimit -Hn``, nproc 4096);
+- for the same reason an explicit ``--ulimit`` above the caller's hard limit is refused
+  (AMD's multi-node launcher asks for ``--ulimit memlock=-1:-1 --ulimit nofile=1048576:1048576``).
+  This is a test stand-in for Docker, not Docker: on ``run`` and ``create`` it *clamps* each
+  ``--ulimit NAME=SOFT[:HARD]`` to the hard limit of the calling process (``/proc/self/limits``;
+  -1 and values above it become that limit; a limit that is unlimited there is passed as
+  written), so the vendor's script runs unchanged and the container gets the most this machine
+  allows. And since podman drops its configured default ulimits once any ``--ulimit`` is given,
+  the defaults above are added for the names the command did not set. Every ``--ulimit`` on the
+  command line is treated so (a container command taking a ``--ulimit`` argument of its own
+  would be rewritten too: no test has one);
 - podman-docker's own ``/usr/bin/docker`` prints "Emulate Docker CLI using podman" on stderr,
   which would land in result files (runs are ``docker exec ... 2>&1``): the wrapper calls
   podman directly, so nothing is printed;
@@ -57,6 +67,55 @@ while :; do
     wait "$child"; rc=$?
     kill -0 "$child" 2>/dev/null || exit "$rc"
 done
+"""
+
+
+# `--ulimit` of `run`/`create`, clamped to this process's hard limits (see the module docstring).
+# Docker's ulimit names -> the rows of /proc/self/limits (same units as Docker's values).
+ULIMIT_SCRIPT = r"""_limit_row() {
+    case $1 in
+        core) echo "Max core file size" ;; cpu) echo "Max cpu time" ;; data) echo "Max data size" ;;
+        fsize) echo "Max file size" ;; locks) echo "Max file locks" ;;
+        memlock) echo "Max locked memory" ;; msgqueue) echo "Max msgqueue size" ;;
+        nice) echo "Max nice priority" ;; nofile) echo "Max open files" ;;
+        nproc) echo "Max processes" ;; rss) echo "Max resident set" ;;
+        rtprio) echo "Max realtime priority" ;; rttime) echo "Max realtime timeout" ;;
+        sigpending) echo "Max pending signals" ;; stack) echo "Max stack size" ;;
+        *) return 1 ;;
+    esac
+}
+_clamp_ulimit() {  # NAME=SOFT[:HARD] -> the same within this process's hard limit
+    local name=${1%%=*} values=${1#*=} row hard soft wanted
+    row=$(_limit_row "$name") || { echo "$1"; return; }
+    hard=$(awk -v row="$row" 'index($0, row) == 1 { n = split(substr($0, length(row) + 1), f, " "); print f[2]; exit }' /proc/self/limits)
+    if [ -z "$hard" ] || [ "$hard" = unlimited ]; then echo "$1"; return; fi
+    soft=${values%%:*}; wanted=${values#*:}
+    [ "$soft" = -1 ] || [ "$soft" -gt "$hard" ] 2>/dev/null && soft=$hard
+    [ "$wanted" = -1 ] || [ "$wanted" -gt "$hard" ] 2>/dev/null && wanted=$hard
+    echo "$name=$soft:$wanted"
+}
+if [ "${1:-}" = run ] || [ "${1:-}" = create ] || { [ "${1:-}" = container ] && { [ "${2:-}" = run ] || [ "${2:-}" = create ]; }; }; then
+    _args=() _named=" "
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --ulimit) _value=${2:-}; shift 2 || shift ;;
+            --ulimit=*) _value=${1#--ulimit=}; shift ;;
+            *) _args+=("$1"); shift; continue ;;
+        esac
+        _named+="${_value%%=*} "
+        _args+=("--ulimit=$(_clamp_ulimit "$_value")")
+    done
+    if [ "$_named" != " " ]; then
+        _extra=()
+        for _default in @DEFAULTS@; do
+            case $_named in *" ${_default%%=*} "*) ;; *) _extra+=("--ulimit=$_default") ;; esac
+        done
+        _sub=1; [ "${_args[0]}" = container ] && _sub=2
+        set -- "${_args[@]:0:$_sub}" "${_extra[@]}" "${_args[@]:$_sub}"
+    else
+        set -- "${_args[@]}"
+    fi
+fi
 """
 
 
@@ -128,11 +187,12 @@ runroot = "{self.runroot}/storage"
         return self
 
     def script(self) -> str:
-        return (f"#!/bin/sh\n# docker -> rootful podman for tests (tests/infra/docker_wrapper.py)\n"
+        return (f"#!/bin/bash\n# docker -> rootful podman for tests (tests/infra/docker_wrapper.py)\n"
                 f"CONTAINERS_CONF={self.containers_conf}\n"
                 f"CONTAINERS_STORAGE_CONF={self.storage_conf}\n"
                 f"export CONTAINERS_CONF CONTAINERS_STORAGE_CONF\n"
-                f'exec {PODMAN} "$@"\n')
+                + ULIMIT_SCRIPT.replace("@DEFAULTS@", " ".join(default_ulimits()))
+                + f'exec {PODMAN} "$@"\n')
 
     @classmethod
     def for_host(cls, base: str | os.PathLike, images: "PodmanDocker") -> "PodmanDocker":

@@ -13,8 +13,9 @@
 # no tee (the job's output file gets everything) and no compliance step.
 # Differences from AMD's, for test machines: the image is pulled only when the node lacks it (no
 # registry); the config is sourced here so its values exist for --env=NAME=value (AMD's reads
-# them from the caller's environment, which job.sh does not fill); the default-route interface
-# comes from `ip route` when `route` is not installed.
+# them from the caller's environment, which job.sh does not fill), a value the caller's
+# environment has (the site's, which job.sh exports) being kept over the config's; the
+# default-route interface comes from `ip route` when `route` is not installed.
 set -euxo pipefail
 
 if docker info >/dev/null 2>&1; then
@@ -59,10 +60,17 @@ fi
 
 mapfile -t _config_env < <(env -i bash -c ". ${_config_file} && compgen -e" | grep -E -v '^(PWD|SHLVL)$')
 _config_env+=(DGXSYSTEM)
+# AMD's takes every value from the caller's environment: one set there (a site value job.sh
+# exported) is kept; the config fills the others.
+_caller_env=()
+for v in "${_config_env[@]}"; do
+    if [[ -v ${v} ]]; then _caller_env+=("${v}=${!v}"); fi
+done
 set -a
 # shellcheck disable=SC1090
 source "${_config_file}"
 set +a
+for v in "${_caller_env[@]}"; do export "${v?}"; done
 _all_env=()
 for v in "${_config_env[@]}"; do
     _all_env+=("--env=${v}=${!v}")
