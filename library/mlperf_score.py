@@ -90,26 +90,6 @@ from ansible.module_utils.basic import AnsibleModule
 SCORE_MODE = 0o644  # explicit: never left to the umask
 
 
-def campaign_platform(path, benchmark, system, catalog_path=None):
-    """``platform`` of score.json for a set scored as the campaign's ``system``: what its logs
-    call themselves, and a sentence where that is another platform."""
-    from mlperf_repro.catalog import CatalogError, load_catalog
-    from mlperf_repro.compare import label_disagreement, log_platform
-    from mlperf_repro.scoring import find_result_files
-
-    logged = log_platform(find_result_files(path))
-    platform = {"submission_platform": logged["submission_platform"],
-                "config_filename": logged["config_filename"],
-                "catalog_platform": system, "identified_by": "the campaign's system (inventory)"}
-    try:
-        disagreement = label_disagreement(benchmark, load_catalog(catalog_path), system, logged)
-    except CatalogError:
-        disagreement = None
-    if disagreement:
-        platform["label_disagrees"] = disagreement
-    return platform
-
-
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -128,9 +108,9 @@ def main():
         supports_check_mode=True,
     )
     try:
-        from mlperf_repro.compare import versus_reference
+        from mlperf_repro.compare import campaign_platform, versus_reference
         from mlperf_repro.node.render_files import write_atomic
-        from mlperf_repro.scoring import score_directory
+        from mlperf_repro.scoring import find_result_files, score_directory
     except ImportError as exc:
         module.fail_json(msg="mlperf_repro is not importable by %s (%s): install the project "
                              "(pip install -e .) into the controller's Python" % (
@@ -151,8 +131,8 @@ def main():
                                                  params["gpu"], params["system"] or "",
                                                  valid=score.get("valid"))
     if params["system"]:  # held against the campaign's system; the logs' own label is said
-        score["platform"] = campaign_platform(params["path"], params["benchmark"], params["system"],
-                                              params["catalog_path"])
+        score["platform"] = campaign_platform(find_result_files(params["path"]), params["benchmark"],
+                                              params["system"], params["catalog_path"])
     output = params["output"] or os.path.join(params["path"], "score.json")
     text = json.dumps(score, indent=2, sort_keys=True) + "\n"
     try:

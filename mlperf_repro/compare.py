@@ -202,6 +202,26 @@ def label_disagreement(benchmark: str | None, catalog: Any, system: str,
             f"held against {system}'s reference")
 
 
+def campaign_platform(files: Iterable[str | os.PathLike], benchmark: str | None, system: str,
+                      catalog_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``platform`` of a set scored as the campaign's ``system`` (the score stage: the inventory
+    names it): what the logs call themselves, and ``label_disagrees`` where that is another
+    platform. A catalog that cannot be read hides only the sentence, never the score."""
+    from .catalog import CatalogError, load_catalog
+
+    logged = log_platform(files)
+    platform = {"submission_platform": logged["submission_platform"],
+                "config_filename": logged["config_filename"],
+                "catalog_platform": system, "identified_by": "the campaign's system (inventory)"}
+    try:
+        disagreement = label_disagreement(benchmark, load_catalog(catalog_path), system, logged)
+    except CatalogError:
+        disagreement = None
+    if disagreement:
+        platform["label_disagrees"] = disagreement
+    return platform
+
+
 def catalog_reference(score: Mapping[str, Any], files: Iterable[str | os.PathLike] = (),
                       system: str | None = None, catalog: Any = None) -> dict[str, Any]:
     """Platform identification and ``versus_reference`` for a scored set (``SetScore.to_dict()``).

@@ -581,9 +581,10 @@ def render_reports(title: str, campaign: str, sets: Sequence[tuple[str, Mapping[
                    set_dirs: Sequence[str | os.PathLike | None]) -> dict[str, str]:
     """The text of report.json, report.md and report.html for ``sets`` (logs in ``set_dirs``)."""
     # A set is never presented as valid with a score that is not a positive time (is_valid).
+    notes = [vendor_notes(set_dir) for set_dir in set_dirs]  # each campaign.json read once
     sets = [(name, {**score, "valid": is_valid(score), "reasons": reasons(score),
-                    **({"vendor": vendor_notes(set_dir)} if vendor_notes(set_dir) else {})})
-            for (name, score), set_dir in zip(sets, set_dirs)]
+                    **({"vendor": note} if note else {})})
+            for (name, score), note in zip(sets, notes)]
     curves = [set_curves(score, set_dir) for (_, score), set_dir in zip(sets, set_dirs)]
     tunables = {name: run_tunables(score, set_dir) for (name, score), set_dir in zip(sets, set_dirs)}
     page = html_report(title, sets, curves)

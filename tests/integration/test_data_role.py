@@ -33,6 +33,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nginx_bucket import nginx_bucket  # noqa: E402,F401
+from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 pytestmark = pytest.mark.integration
 HF = "hf_CANARY_data_5e884898da28047151d0e56f8dc6292773603d0d"
@@ -64,16 +65,6 @@ def recap(stdout, host="local"):
     assert m, stdout[-3000:]
     return {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
 
-
-def changed_tasks(stdout):
-    changed, task = set(), None
-    for line in stdout.splitlines():
-        header = re.match(r"^TASK \[(.+?)\] \*+", line)
-        if header:
-            task = header.group(1)
-        elif line.startswith("changed: ") and task:
-            changed.add(task)
-    return changed
 
 
 def tree(path):

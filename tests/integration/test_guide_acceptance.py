@@ -51,6 +51,7 @@ from tests.infra.docker_wrapper import PodmanDocker
 from tests.infra.fake_devices import FakeGpuDevices
 from tests.infra.netns import NetnsHosts
 from tests.integration.nginx_bucket import NginxBucket, find_nginx
+from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -238,16 +239,6 @@ def playbook(inventory_dir, *args, check=True):
     assert HF_TOKEN not in proc.stdout + proc.stderr
     return proc
 
-
-def changed_tasks(stdout):
-    changed, task = set(), None
-    for line in stdout.splitlines():
-        header = re.match(r"^TASK \[(.+?)\] \*+", line)
-        if header:
-            task = header.group(1)
-        elif line.startswith("changed: ") and task:
-            changed.add(task)
-    return changed
 
 
 def campaign_sets(results: Path, benchmark, system):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlperf_repro.scoring import check_compliance
+from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -27,17 +27,6 @@ def playbook(*args, extra=None, check=True):
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     return proc
 
-
-def changed_tasks(stdout):
-    """Names of the tasks that reported changed, from the default callback's output."""
-    changed, task = set(), None
-    for line in stdout.splitlines():
-        header = re.match(r"^TASK \[(.+?)\] \*+", line)
-        if header:
-            task = header.group(1)
-        elif line.startswith("changed: ") and task:
-            changed.add(task)
-    return changed
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import yaml
 from mlperf_repro.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, parse_catalog
 from mlperf_repro.cli import main as cli
 from mlperf_repro.site import node_address, site_problems, validate_hosts
+from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -256,15 +257,6 @@ CLI = [
 
 # -- the real thing: ansible-playbook site.yml --------------------------------------------------
 
-def changed_tasks(stdout):
-    changed, task = set(), None
-    for line in stdout.splitlines():
-        header = re.match(r"^TASK \[(.+?)\] \*+", line)
-        if header:
-            task = header.group(1)
-        elif line.startswith("changed: ") and task:
-            changed.add(task)
-    return changed
 
 
 def playbook(inventory, *args):
