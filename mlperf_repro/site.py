@@ -86,7 +86,8 @@ SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
-              "render", "run", "collect", "score", "report", "deep_verify")
+              "render", "healthcheck", "run", "collect", "score", "report",
+              "deep_verify")
 VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_container_runtime",
