@@ -41,23 +41,21 @@ def mlperf_health_addresses(hosts, hostvars):
     return addresses
 
 
-def mlperf_health_evaluate(hosts, hostvars, register, product, tolerance=_health.DEFAULT_TOLERANCE,
-                           pairs=None, fleet=None, thresholds_file=None, on_fail="warn"):
-    """``ansible_play_hosts_all | mlperf_health_evaluate(hostvars, '__healthcheck_node', ...)``."""
+def mlperf_health_evaluate(hosts, hostvars, rounds_var, product, tolerance=_health.DEFAULT_TOLERANCE,
+                           pairs=None, fleet=None, thresholds_file=None, on_fail="warn", min_fleet=3):
+    """``ansible_play_hosts_all | mlperf_health_evaluate(hostvars, '__healthcheck_rounds', ...)``:
+    ``rounds_var`` names each host's list of measurements (one per round)."""
     results = {}
     for host in hosts:
         try:
-            registered = hostvars[host].get(register)
+            results[host] = hostvars[host].get(rounds_var)
         except Exception:  # noqa: BLE001 - an unreachable host has no result
-            registered = None
-        results[host] = (registered or {}).get("result") if isinstance(registered, dict) else None
-        if registered and registered.get("unreachable"):
-            results[host] = {"msg": registered.get("msg", "unreachable")}
+            results[host] = None
     try:
         data = _health.load_thresholds(thresholds_file or None)
         outcome = _health.evaluate(results, _health.thresholds_for(data, str(product)), tolerance,
-                                   pairs=[p for p in (pairs or []) if p],
-                                   fleet=[f for f in (fleet or []) if f], product=str(product))
+                                   pairs=list(pairs or []), fleet=[f for f in (fleet or []) if f],
+                                   product=str(product), min_fleet=int(min_fleet))
     except _health.HealthError as exc:
         raise AnsibleFilterError(f"mlperf_health_evaluate: {exc}") from None
     outcome["on_fail"] = on_fail

@@ -127,40 +127,98 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def evaluate(results: Mapping[str, Mapping | None], thresholds: Mapping[str, Mapping],
-             tolerance: float = DEFAULT_TOLERANCE, pairs: Iterable[Mapping] = (),
+def _as_rounds(value) -> list:
+    """A measurement, or a list of them (one per round) -> a list of rounds."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def evaluate(results: Mapping[str, Any], thresholds: Mapping[str, Mapping],
+             tolerance: float = DEFAULT_TOLERANCE, pairs: Iterable = (),
              fleet: Iterable[Mapping] = (), product: str = "", min_fleet: int = 3) -> dict:
-    """The verdict. ``results``: host -> the node's measurement (``{"figures": [...], ...}``, or
-    None when the node gave none). ``pairs``: pair all-reduce figures (details.pair = the two
-    hosts). ``fleet``: whole-set all-reduce figures (judged against floors only: they belong to
-    no single node)."""
+    """The verdict. ``results``: host -> the node's measurement (``{"figures": [...], ...}``), or
+    a list of them, one per round (every node measured once per round), or None when the node
+    gave none. ``pairs``: pair all-reduce figures (details.pair = the two hosts), or a list of
+    such lists, one per round. ``fleet``: whole-set all-reduce figures (judged against floors
+    only: they belong to no single node).
+
+    A node's value of a figure is the median over its rounds. The fleet comparison is made
+    round by round: each node against that round's median, and a node is flagged when the
+    median of its ratios is more than ``tolerance`` below 1. Load that comes and goes on the
+    machines (or the network) moves a whole round, not one node, and is not flagged."""
     tolerance = check_tolerance(tolerance)
-    per_host: dict[str, dict[str, dict]] = {}
+    pair_rounds = list(pairs or [])
+    if pair_rounds and isinstance(pair_rounds[0], Mapping):
+        pair_rounds = [pair_rounds]
+    rounds: dict[str, list[dict[str, dict]]] = {}
     missing: dict[str, str] = {}
-    for host, result in results.items():
-        if not result or not isinstance(result.get("figures"), list):
-            reason = (result or {}).get("msg") or (result or {}).get("error") or ""
+    for host, value in results.items():
+        measured = [r for r in _as_rounds(value) if isinstance(r, Mapping)
+                    and isinstance(r.get("figures"), list)]
+        if not measured:
+            last = (_as_rounds(value) or [None])[-1] or {}
+            reason = (last.get("msg") or last.get("error") or "") if isinstance(last, Mapping) else ""
             missing[host] = "no health-check result (unreachable, or the measurement failed)" + (
                 f": {reason}" if reason else "")
-            per_host[host] = {}
+            rounds[host] = []
             continue
-        per_host[host] = {f["name"]: dict(f) for f in result["figures"] if f.get("name")}
-    for host, item in pair_figures(pairs).items():
-        if host in per_host and host not in missing:
-            per_host[host][item["name"]] = item
+        rounds[host] = [{f["name"]: dict(f) for f in r["figures"] if f.get("name")} for r in measured]
+    for index, round_pairs in enumerate(pair_rounds):
+        for host, item in pair_figures([p for p in round_pairs if p]).items():
+            if host in rounds and host not in missing:
+                while len(rounds[host]) <= index:
+                    rounds[host].append({})
+                rounds[host][index][item["name"]] = item
 
     names: list[str] = []
-    for figures in per_host.values():
-        for name in figures:
-            if name not in names:
-                names.append(name)
+    for host_rounds in rounds.values():
+        for figures in host_rounds:
+            for name in figures:
+                if name not in names:
+                    names.append(name)
+
+    per_host: dict[str, dict[str, dict]] = {}
+    for host, host_rounds in rounds.items():
+        per_host[host] = {}
+        for name in names:
+            items = [r[name] for r in host_rounds if name in r]
+            if not items:
+                continue
+            values = [i["value"] for i in items if i.get("value") is not None]
+            merged = dict(items[-1])
+            merged["value"] = statistics.median(values) if values else None
+            if values and len(items) > 1:
+                merged["details"] = dict(merged.get("details") or {}, rounds=values)
+            if not values:
+                errors = [(i.get("details") or {}).get("error") for i in items]
+                merged["details"] = dict(merged.get("details") or {},
+                                         error=next((e for e in errors if e), None))
+            per_host[host][name] = merged
+
+    ratios: dict[str, dict[str, float]] = {h: {} for h in rounds}
     medians: dict[str, float] = {}
     for name in names:
-        values = [f[name]["value"] for f in per_host.values()
-                  if name in f and f[name].get("value") is not None]
         rule = thresholds.get(name) or {}
-        if len(values) >= min_fleet and "max" not in rule:
-            medians[name] = statistics.median(values)
+        if "max" in rule:
+            continue
+        node_values = [f[name]["value"] for f in per_host.values()
+                       if name in f and f[name].get("value") is not None]
+        if len(node_values) >= min_fleet:
+            medians[name] = statistics.median(node_values)
+        per_round: dict[str, list[float]] = {}
+        for index in range(max((len(r) for r in rounds.values()), default=0)):
+            values = {h: r[index][name]["value"] for h, r in rounds.items()
+                      if len(r) > index and name in r[index] and r[index][name].get("value") is not None}
+            if len(values) < min_fleet:
+                continue
+            middle = statistics.median(values.values())
+            if middle <= 0:
+                continue
+            for host, value in values.items():
+                per_round.setdefault(host, []).append(value / middle)
+        for host, host_ratios in per_round.items():
+            ratios[host][name] = statistics.median(host_ratios)
 
     nodes = []
     for host in results:
@@ -192,14 +250,14 @@ def evaluate(results: Mapping[str, Mapping | None], thresholds: Mapping[str, Map
                 entry["status"] = "above ceiling"
                 reasons.append(f"{name} {_fmt(value)} {entry['unit']} is above the ceiling "
                                f"{_fmt(rule['max'])} ({rule.get('source')})")
-            if value is not None and name in medians and medians[name] > 0:
-                ratio = value / medians[name]
+            ratio = ratios.get(host, {}).get(name)
+            if value is not None and ratio is not None:
                 entry["ratio_to_median"] = round(ratio, 4)
                 if ratio < 1 - tolerance:
                     if entry["status"] == "ok":
                         entry["status"] = "below fleet"
                     reasons.append(f"{name} {_fmt(value)} {entry['unit']} is {100 * (1 - ratio):.0f} % "
-                                   f"below the fleet median {_fmt(medians[name])} "
+                                   f"below the fleet median {_fmt(medians.get(name))} "
                                    f"(tolerance {100 * tolerance:.0f} %)")
             judged[name] = entry
         nodes.append({"host": host, "status": "flagged" if reasons else "ok",
@@ -269,7 +327,7 @@ def summary_line(outcome: Mapping, on_fail: str) -> str:
     flagged = list(outcome.get("flagged") or [])
     total = len(outcome.get("nodes") or [])
     if not flagged and not outcome.get("fleet_problems"):
-        return f"healthcheck: all {total} nodes healthy"
+        return f"healthcheck: all {total} nodes healthy" if total != 1 else "healthcheck: the node is healthy"
     if not flagged:
         return "healthcheck: the whole-set all-reduce is below its floor: " + "; ".join(outcome["fleet_problems"])
     reasons = {n["host"]: n["reasons"][0] for n in outcome["nodes"] if n["status"] == "flagged"}
