@@ -260,8 +260,12 @@ def evaluate(results: Mapping[str, Any], thresholds: Mapping[str, Mapping],
                                    f"below the fleet median {_fmt(medians.get(name))} "
                                    f"(tolerance {100 * tolerance:.0f} %)")
             judged[name] = entry
+        measured = [r for r in _as_rounds(results.get(host)) if isinstance(r, Mapping)]
+        seconds = [float(r["seconds"]) for r in measured if isinstance(r.get("seconds"), (int, float))]
         nodes.append({"host": host, "status": "flagged" if reasons else "ok",
-                      "reasons": reasons, "figures": judged})
+                      "reasons": reasons, "figures": judged,
+                      "backend": next((r.get("backend") for r in measured if r.get("backend")), None),
+                      "measure_seconds": round(sum(seconds), 3) if seconds else None})
 
     fleet_rows = []
     for item in fleet:

@@ -693,6 +693,23 @@ def write_files(out_dir: str | os.PathLike, outputs: Mapping[str, str]) -> dict[
     return written
 
 
+def add_health_section(outputs: dict[str, str], path: Path) -> None:
+    """The fleet health check of the campaign (healthcheck.json beside the sets), when it ran."""
+    from mlperf_repro import health
+    outcome = health.load_outcome(path)
+    if not outcome:
+        return
+    lines = health.markdown(outcome)
+    outputs["report.md"] = outputs["report.md"].rstrip("\n") + "\n\n" + "\n".join(lines)
+    data = json.loads(outputs["report.json"])
+    data["healthcheck"] = outcome
+    outputs["report.json"] = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    table = _esc(health.table(outcome))
+    outputs["report.html"] = outputs["report.html"].replace(
+        "\n</body></html>", f'\n<section id="healthcheck"><h2>Fleet health check</h2><pre>{table}</pre></section>'
+        "\n</body></html>", 1)
+
+
 def load_scored_sets(campaign_dir: str | os.PathLike) -> list[tuple[str, dict[str, Any], Path]]:
     """(name, score, set directory) for every ``*/score.json`` of a campaign."""
     campaign_dir = Path(campaign_dir)
@@ -712,4 +729,5 @@ def write_reports(campaign_dir: str | Path, out_dir: str | Path | None = None) -
     title = f"MLPerf reproduction report - campaign {campaign_dir.name}"
     outputs = render_reports(title, campaign_dir.name, [(name, score) for name, score, _ in loaded],
                              [set_dir for _, _, set_dir in loaded])
+    add_health_section(outputs, campaign_dir / "healthcheck.json")
     return write_files(out_dir if out_dir is not None else campaign_dir, outputs)

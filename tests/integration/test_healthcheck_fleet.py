@@ -165,8 +165,13 @@ def fleet():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def newest(base: Path, name: str) -> Path:
+    """The newest campaign's ``name`` (results/smoke/CPU_1x1x1/<campaign>/)."""
+    return sorted((base / "results" / "smoke" / "CPU_1x1x1").glob(f"*/{name}"))[-1]
+
+
 def outcome(base: Path) -> dict:
-    return json.loads((base / "results" / "healthcheck.json").read_text())
+    return json.loads(newest(base, "healthcheck.json").read_text())
 
 
 def test_a_healthy_fleet_flags_no_node(fleet):
@@ -174,7 +179,7 @@ def test_a_healthy_fleet_flags_no_node(fleet):
     proc = playbook(base, str(ROOT / "playbooks" / "healthcheck.yml"), "-e",
                     json.dumps({"healthcheck_on_fail": "stop"}))
     result = outcome(base)
-    assert result["flagged"] == [], (base / "results" / "healthcheck.txt").read_text()
+    assert result["flagged"] == [], newest(base, "healthcheck.txt").read_text()
     assert [n["host"] for n in result["nodes"]] == NODES
     for node in result["nodes"]:
         figures = node["figures"]
@@ -184,7 +189,7 @@ def test_a_healthy_fleet_flags_no_node(fleet):
     assert result["fleet"][0]["name"] == "fleet_allreduce_busbw_gbps"
     assert result["fleet"][0]["value"] > 0 and len(result["fleet"][0]["hosts"]) == 8
     assert "healthcheck: all 8 nodes healthy" in proc.stdout
-    table = (base / "results" / "healthcheck.txt").read_text()
+    table = newest(base, "healthcheck.txt").read_text()
     assert all(name in table for name in NODES) and "fleet median" in table
 
 
@@ -194,7 +199,7 @@ def test_a_slowed_node_is_named_and_left_out_of_the_campaign(fleet):
         proc = playbook(base, str(base / "chain.yml"), "-e",
                         json.dumps({"healthcheck_on_fail": "exclude"}))
     result = outcome(base)
-    table = (base / "results" / "healthcheck.txt").read_text()
+    table = newest(base, "healthcheck.txt").read_text()
     assert result["flagged"] == [SLOW], table
     slow = next(n for n in result["nodes"] if n["host"] == SLOW)
     # above the CPU floors, caught by the fleet comparison
