@@ -138,16 +138,25 @@ def _sync(torch, device):
         torch.cuda.synchronize(device)
 
 
-def _timed(torch, device, fn, repeats, warmup=2):
+def _timed(torch, device, fn, repeats, warmup=2, min_seconds=0.05):
+    """Seconds per call of ``fn``, one value per repeat; a repeat runs as many calls as fill
+    ``min_seconds`` (one 8192^3 matmul lasts about a millisecond on a current GPU, too short to
+    time alone)."""
     for _ in range(warmup):
         fn()
     _sync(torch, device)
+    start = time.perf_counter()
+    fn()
+    _sync(torch, device)
+    once = max(time.perf_counter() - start, 1e-6)
+    calls = max(1, int(min_seconds / once) + 1)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         _sync(torch, device)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) / calls)
     return times
 
 
@@ -305,9 +314,13 @@ def gpu_telemetry(run=None):
     (its per-version key names differ; no ECC figure is derived from it without a real sample).
     Returns figures; none when no SMI answers."""
     run = run or _run
-    rc, out, _ = run(["nvidia-smi", "--query-gpu=" + NVIDIA_QUERY, "--format=csv,noheader,nounits"])
+    fields = NVIDIA_QUERY
+    rc, out, _ = run(["nvidia-smi", "--query-gpu=" + fields, "--format=csv,noheader,nounits"])
+    if rc not in (0, 127):  # a field this GPU or driver does not know fails the whole query
+        fields = "index,name,clocks.sm,clocks.max.sm,temperature.gpu"
+        rc, out, _ = run(["nvidia-smi", "--query-gpu=" + fields, "--format=csv,noheader,nounits"])
     if rc == 0 and out.strip():
-        rows = parse_nvidia_smi_query(out)
+        rows = parse_nvidia_smi_query(out, fields)
         ecc = sum(r.get("ecc.errors.uncorrected.volatile.total") or 0 for r in rows)
         retired = sum(1 for r in rows if str(r.get("retired_pages.pending") or "").lower() == "yes")
         details = {"gpus": rows, "source": "nvidia-smi"}

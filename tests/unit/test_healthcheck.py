@@ -312,3 +312,58 @@ def test_torch_backend_on_the_cpu_device():
     assert names == ["matmul_tflops", "d2d_copy_gbps", "h2d_gbps", "d2h_gbps",
                      "local_allreduce_busbw_gbps"]
     assert all(f["value"] > 0 for f in result["figures"])
+
+
+# --------------------------------------------------------------------- the report's section
+def test_the_report_carries_the_health_check(tmp_path):
+    from tests.unit.test_report import AMD_LORA, copy_set  # the published set the report tests use
+    from mlperf_repro.report import write_reports
+    from mlperf_repro.scoring import score_directory
+
+    root = tmp_path / "20261205T050000Z"
+    node = copy_set(AMD_LORA, root / "node1")
+    (node / "score.json").write_text(json.dumps(score_directory(node).to_dict()) + "\n")
+    outcome = health.evaluate(fleet([100, 101, 99, 40]), {}, product="cpu")
+    outcome.update(on_fail="exclude", excluded=outcome["flagged"])
+    (root / "healthcheck.json").write_text(json.dumps(outcome))
+    write_reports(root)
+    md = (root / "report.md").read_text()
+    assert "## Fleet health check" in md and "| node4 | 40 **!** | flagged |" in md
+    assert "Excluded from the campaign: node4" in md
+    assert json.loads((root / "report.json").read_text())["healthcheck"]["flagged"] == ["node4"]
+    assert 'id="healthcheck"' in (root / "report.html").read_text()
+
+
+# ------------------------------------------------------------- the module, on bad input
+def run_module(args, capsys):
+    import importlib.util
+    from ansible.module_utils.testing import patch_module_args
+
+    spec = importlib.util.spec_from_file_location("mlperf_healthcheck_under_test",
+                                                  ROOT / "library" / "mlperf_healthcheck.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            mod.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_module_names_the_bad_option_before_running_anything(capsys):
+    out = run_module({"mode": "allreduce", "script": str(SCRIPT), "hosts": ["node1"]}, capsys)
+    assert out["failed"] and out["msg"] == "hosts: an all-reduce across nodes needs at least two hosts, got ['node1']"
+    out = run_module({"script": str(SCRIPT), "runtime": "docker"}, capsys)
+    assert out["failed"] and "needs the image's name" in out["msg"]
+    out = run_module({"script": str(SCRIPT), "options": {"tools": {"rccl": "all_reduce_perf -g 8"}}}, capsys)
+    assert out["failed"] and "tools.rccl: expected a command as a list of arguments" in out["msg"]
+
+
+def test_module_measures_this_machine(capsys):
+    out = run_module({"script": str(SCRIPT), "python": sys.executable, "backend": "cpu",
+                      "options": {"repeats": 1, "gemm_n": 128, "copy_mb": 8}}, capsys)
+    assert not out.get("failed") and out["changed"] is False
+    assert [f["name"] for f in out["result"]["figures"]] == ["gemm_gflops", "mem_copy_gbps"]
+    # a script that fails is the node's finding, reported with the others
+    out = run_module({"script": "/nonexistent/healthcheck.py", "python": sys.executable}, capsys)
+    assert not out.get("failed") and out["result"]["figures"] is None
+    assert "exit code 2" in out["result"]["error"]
