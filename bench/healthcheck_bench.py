@@ -44,6 +44,7 @@ def inventory(base: Path, hosts: NetnsHosts, names: list[str], args) -> Path:
             "ansible_connection": "local",
             "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}},
         "mlperf_nodes": {"hosts": {n: {"ansible_host": hosts.hosts[n].ip} for n in names}},
+        "mlperf_staging": {"hosts": {names[0]: {}}},
     }}}))
     group_vars = dict(hosts.ansible_vars())
     group_vars.update({
