@@ -19,9 +19,8 @@ options:
     type: path
     required: true
   ruleset:
-    description: Training ruleset of mlperf-logging.
+    description: Training ruleset of mlperf-logging; the catalog's (catalog.yml C(ruleset)) when omitted.
     type: str
-    default: "6.0.0"
   benchmark:
     description: Benchmark name; detected from submission_benchmark when omitted.
     type: str
@@ -63,7 +62,6 @@ EXAMPLES = r"""
 - name: Score the collected set
   mlperf_score:
     path: results/llama31_8b/MI355X_1x8x1/20261128T120000Z/node1
-    ruleset: "6.0.0"
     reference: {score_minutes: 86.84, submission_id: "6.0-0036"}
     gpu: MI355X
   register: score
@@ -94,7 +92,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "ruleset": {"type": "str", "default": "6.0.0"},
+            "ruleset": {"type": "str"},
             "benchmark": {"type": "str"},
             "allow_partial": {"type": "bool", "default": False},
             "expected_runs": {"type": "int"},

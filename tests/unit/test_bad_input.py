@@ -1,7 +1,7 @@
 """Bad input, caught before any host is changed, with a message naming what and what was expected.
 
 One table a reader can scan: (the bad input, the variable the message must name, words it must
-contain). Every row runs twice: through ``mlperf_repro.site`` / the catalog loader (fast, exact)
+contain). Every row runs twice: through ``mlperf_repro.inventory_check`` / the catalog loader (fast, exact)
 and through the real thing: ``ansible-playbook site.yml`` on an inventory that holds the bad
 value, which must stop with that message and with no task changed and nothing written.
 
@@ -26,7 +26,7 @@ import yaml
 
 from mlperf_repro.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, parse_catalog
 from mlperf_repro.cli import main as cli
-from mlperf_repro.site import node_address, site_problems, validate_hosts
+from mlperf_repro.inventory_check import node_address, site_problems, validate_hosts
 from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

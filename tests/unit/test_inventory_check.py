@@ -1,6 +1,6 @@
 """Site values from the inventory: every problem named before any host is changed."""
 
-from mlperf_repro.site import site_problems
+from mlperf_repro.inventory_check import site_problems
 
 GOOD = {
     "mlperf_benchmark": "llama31_8b", "mlperf_system": "MI355X_1x8x1", "mlperf_nexp": 10,
@@ -30,7 +30,7 @@ def test_all_problems_reported_at_once():
 
 def test_every_host_resolved_at_once_when_all_are_good():
     from mlperf_repro.catalog import load_catalog
-    from mlperf_repro.site import validate_hosts
+    from mlperf_repro.inventory_check import validate_hosts
     env = {"NCCL_SOCKET_IFNAME": "ens51np0"}
     sites = {"n1": GOOD, "n2": dict(GOOD, mlperf_site_env=env)}
     result = validate_hosts(sites, GROUPS, load_catalog())
@@ -42,7 +42,7 @@ def test_every_host_resolved_at_once_when_all_are_good():
 
 def test_a_problem_of_some_hosts_names_them_one_of_all_hosts_is_said_once():
     from mlperf_repro.catalog import load_catalog
-    from mlperf_repro.site import validate_hosts
+    from mlperf_repro.inventory_check import validate_hosts
     sites = {"n1": dict(GOOD, mlperf_nexp=0), "n2": dict(GOOD, mlperf_nexp=0),
              "n3": dict(GOOD, mlperf_nexp=0, mlperf_datadir="FILL_IN")}
     result = validate_hosts(sites, GROUPS, load_catalog())
@@ -59,7 +59,7 @@ def test_every_variable_the_shipped_inventories_set_is_known():
 
     import yaml
 
-    from mlperf_repro.site import declared_problems
+    from mlperf_repro.inventory_check import declared_problems
     root = Path(__file__).resolve().parents[2]
     files = sorted(root.glob("inventory/*/group_vars/*.yml"))
     assert files
@@ -70,7 +70,7 @@ def test_every_variable_the_shipped_inventories_set_is_known():
 
 
 def test_known_variables_come_from_the_argument_specs():
-    from mlperf_repro.site import known_variables, role_prefixes
+    from mlperf_repro.inventory_check import known_variables, role_prefixes
     known = known_variables()
     assert {"campaign_poll_seconds", "slurm_job_time", "tunables_root", "mlperf_nexp",
             "mlperf_local_root", "validate_catalog_path"} <= known
@@ -78,7 +78,7 @@ def test_known_variables_come_from_the_argument_specs():
 
 
 def test_one_node_under_two_names_is_found_by_its_address():
-    from mlperf_repro.site import duplicate_node_problems, node_address
+    from mlperf_repro.inventory_check import duplicate_node_problems, node_address
     groups = {"mlperf_nodes": ["a", "b", "c", "d"]}
     addresses = {"a": node_address("ssh", "10.0.0.1", None, "a"),
                  "b": node_address("ssh", "10.0.0.1", 2222, "b"),   # another port: another node
@@ -92,7 +92,7 @@ def test_one_node_under_two_names_is_found_by_its_address():
 
 
 def test_stages_selected_by_tags():
-    from mlperf_repro.site import selected_stages
+    from mlperf_repro.inventory_check import selected_stages
     assert "data" in selected_stages({})
     assert selected_stages({"ansible_run_tags": ["score"]}) == {"score"}
     assert "data" not in selected_stages({"ansible_skip_tags": ["data"]})
