@@ -26,7 +26,7 @@ import yaml
 
 from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, RUNTIMES, UNSAFE_VALUE_RE,
                       load_catalog, type_name)
-from .stages import KNOWN_TAGS, is_selected, selected_tags, stage_tags as all_stage_tags
+from .stages import is_selected, known_tags, selected_tags, stage_tags as all_stage_tags
 
 FILL_IN = "FILL_IN"
 TUNABLE_MODES = ("apply", "check", "reset", "off")
@@ -129,7 +129,7 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     groups = groups or {}
     problems += short_secret_problems(site)
     for option in ("ansible_run_tags", "ansible_skip_tags"):
-        unknown = sorted(set(site.get(option) or []) - set(KNOWN_TAGS))
+        unknown = sorted(set(site.get(option) or []) - set(known_tags()))
         if unknown:
             flag = "--tags" if option == "ansible_run_tags" else "--skip-tags"
             problems.append(f"unknown tag(s) {', '.join(unknown)} in {flag}: "

@@ -1,9 +1,10 @@
 """One reading of ansible-runner's events, shared by the API (:mod:`mlperf_repro.api`, a run's
 result) and the live display (:mod:`mlperf_repro.progress`).
 
-:func:`task_outcome` says what one event means for one host: ok, changed, failed, ignored (a
-failure under ``ignore_errors``: counted as Ansible's recap counts it, never as a failure),
-skipped or unreachable; :class:`HostCounts` adds outcomes up as the recap does.
+:func:`task_outcome` says what one event means for one host: ok, failed, ignored (a failure
+under ``ignore_errors``), skipped or unreachable, and whether it changed something;
+:func:`add_outcome` adds outcomes up exactly as ansible-playbook's recap does (an ignored failure
+is ok and ignored, never a failure, and changed when its result says so).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class HostCounts:
 def add_outcome(counts: Any, outcome: "TaskOutcome") -> None:
     """Count one outcome on ``counts`` (anything with HostCounts' counters: ok, changed, ...)."""
     setattr(counts, outcome.outcome, getattr(counts, outcome.outcome) + 1)
+    if outcome.outcome == "ignored":
+        counts.ok += 1
     if outcome.changed:
         counts.changed += 1
 
@@ -77,7 +80,7 @@ def task_outcome(event: Mapping[str, Any]) -> TaskOutcome | None:
     if outcome == "failed" and data.get("ignore_errors"):
         outcome = "ignored"
     return TaskOutcome(event=name, host=str(data.get("host") or ""), task=str(data.get("task") or ""),
-                       outcome=outcome, changed=outcome == "ok" and bool(res.get("changed")),
+                       outcome=outcome, changed=outcome in ("ok", "ignored") and bool(res.get("changed")),
                        action=event_action(data), res=res, play=data.get("play"), role=data.get("role"))
 
 

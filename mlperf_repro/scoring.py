@@ -385,8 +385,8 @@ def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool
 
     ``benchmark`` defaults to the one the log names.  ``common_only`` defaults
     to "the ruleset does not know the benchmark".  ``quality_target`` defaults
-    to the catalog's target for an MLCommons benchmark; for another one (the smoke benchmark)
-    to the ``target_accuracy`` the log declares, else the catalog's.
+    to the catalog's target for an MLCommons benchmark, else (the smoke benchmark) the
+    ``target_accuracy`` the log declares.
     """
     benchmark = benchmark or run.benchmark
     if common_only is None:
@@ -394,11 +394,8 @@ def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool
     compliance = check_compliance(run.file, ruleset, common_only=common_only)
     target = quality_target
     if target is None:
-        catalog_target = catalog_quality_target(benchmark)
-        if is_mlcommons_benchmark(benchmark, ruleset):
-            target = catalog_target or _numeric(run.target_accuracy)
-        else:
-            target = _numeric(run.target_accuracy) or catalog_target
+        known = catalog_quality_target(benchmark) if is_mlcommons_benchmark(benchmark, ruleset) else None
+        target = known or _numeric(run.target_accuracy)
     return RunScore(
         file=os.path.basename(run.file), path=run.file, minutes=_run_minutes(run),
         status="missing" if run.crashed else str(run.run_stop_status),

@@ -56,13 +56,16 @@ STAGES: tuple[Stage, ...] = (
 
 #: Ansible's own tags that select every (default) stage.
 SELECT_ALL = ("all", "always", "tagged")
-#: Every tag a run may name: Ansible's ``all``/``always`` and each stage's tags.
-KNOWN_TAGS: tuple[str, ...] = ("all", "always", *(tag for s in STAGES for tag in s.tags))
 
 
 def stage_tags() -> tuple[str, ...]:
     """Every stage tag (the stages and their parts), in the guide's order."""
-    return KNOWN_TAGS[2:]
+    return tuple(tag for stage in STAGES for tag in stage.tags)
+
+
+def known_tags() -> tuple[str, ...]:
+    """Every tag a run may name: Ansible's ``all``/``always`` and each stage's tags."""
+    return ("all", "always", *stage_tags())
 
 
 def _opt_in_tags() -> set[str]:

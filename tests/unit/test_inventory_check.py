@@ -98,3 +98,23 @@ def test_stages_selected_by_tags():
     assert "data" not in selected_stages({"ansible_skip_tags": ["data"]})
     assert {"rocm", "docker"} <= selected_stages({"ansible_run_tags": ["provision"]})
     assert not site_problems(dict(GOOD, ansible_run_tags=["score"]), {"mlperf_nodes": ["n1"]})
+
+
+def test_values_every_stage_derives_are_resolved_once_into_the_spec():
+    """The roles read these from mlperf_spec (no role computes them again): the run count as
+    parsed once (``-e mlperf_nexp=3`` arrives as a string), where the code and the campaigns go,
+    the runtime, the tunables mode (off when the inventory does not say)."""
+    from mlperf_repro.catalog import load_catalog
+    from mlperf_repro.inventory_check import validate_hosts
+    unset = {k: v for k, v in GOOD.items() if k != "tunables_mode"}
+    sites = {"n1": dict(GOOD, mlperf_nexp="3", mlperf_allow_partial=True),
+             "n2": dict(unset, mlperf_container_runtime="podman", tunables_mode="off")}
+    specs = validate_hosts(sites, GROUPS, load_catalog())["specs"]
+    assert {k: specs["n1"][k] for k in ("nexp", "runtime", "tunables_mode", "code_dir",
+                                         "campaign_root", "results_root", "ruleset")} == {
+        "nexp": 3, "runtime": "docker", "tunables_mode": "apply", "code_dir": "/opt/w/code/llama31_8b",
+        "campaign_root": "/data/l/llama31_8b/MI355X_1x8x1", "results_root": "/r/llama31_8b/MI355X_1x8x1",
+        "ruleset": load_catalog().ruleset}
+    assert (specs["n2"]["nexp"], specs["n2"]["runtime"], specs["n2"]["tunables_mode"]) == (10, "podman", "off")
+    from mlperf_repro.inventory_check import SITE_VARS, TUNABLES_DEFAULT
+    assert SITE_VARS["tunables_mode"] == TUNABLES_DEFAULT == "off"
