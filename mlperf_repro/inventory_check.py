@@ -224,6 +224,9 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
                                              or not INTEGER_RE.match(str(value))):
                     problems.append(f"{owner}.{key} must be an integer: {plat.name}'s config "
                                     f"computes with it in $((...)), got {_shown(owner, value)}")
+    if "package" in selected_stages(site) and _unfilled(site.get("package_org")):
+        problems.append("package_org is not set: the package stage names the submitting "
+                        "organization (the tree's top directory), e.g. -e package_org=ACME")
     if "data" in selected_stages(site) and not groups.get("mlperf_staging"):
         problems.append("inventory group mlperf_staging is empty: the data stage prepares the "
                         "dataset on its first host; name one (usually the first node)")

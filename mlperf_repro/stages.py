@@ -52,6 +52,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("collect", "Collect the logs"),
     Stage("score", "Score as MLCommons does"),
     Stage("report", "Report"),
+    Stage("package", "Package the result for submission (only with --tags package)", default=False),
 )
 
 #: Ansible's own tags that select every (default) stage.

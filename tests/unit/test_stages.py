@@ -54,14 +54,15 @@ def test_validation_knows_the_tags_of_the_table():
                        + ", ".join(tag for s in STAGES for tag in s.tags))
     assert selected_stages({"ansible_run_tags": ["provision"]}) == {"provision", "rocm", "docker"}
     assert selected_stages({"ansible_skip_tags": ["provision"]}) == (
-        {tag for s in STAGES for tag in s.tags} - {"provision", "rocm", "docker"})
+        {tag for s in STAGES if s.default for tag in s.tags} - {"provision", "rocm", "docker"})
+    assert "package" in selected_stages({"ansible_run_tags": ["score", "package"]})
 
 
 def test_a_new_stage_is_one_entry(monkeypatch):
     """A default stage runs with the chain; an opt-in one (the next issue's package) only when
     --tags names it, and its play then runs on no host (not even its role's argument checks)."""
-    table = (*STAGES[:5], Stage("healthcheck", "Check the nodes' health"), *STAGES[5:],
-             Stage("package", "Package the result for submission", default=False))
+    assert [s.name for s in STAGES if not s.default] == ["package"]
+    table = (*STAGES[:5], Stage("healthcheck", "Check the nodes' health"), *STAGES[5:])
     monkeypatch.setattr(stages, "STAGES", table)
     assert stage_of("Healthcheck - every node") == "healthcheck"
     assert stage_of("Package - the scored set") == "package"
@@ -69,6 +70,7 @@ def test_a_new_stage_is_one_entry(monkeypatch):
     assert "- name: Check the nodes' health\n  ansible.builtin.import_playbook: playbooks/healthcheck.yml\n" in text
     assert text.index("playbooks/render.yml") < text.index("playbooks/healthcheck.yml") < text.index("playbooks/run.yml")
     assert text.endswith("  ansible.builtin.import_playbook: playbooks/package.yml\n  tags: [never, package]\n")
+    assert "healthcheck" in stages.selected_tags(["all"])
     for run_tags in (None, ["all"], ["tagged"], ["always"], ["report"]):
         assert stage_hosts("localhost", ["package"], run_tags) == NO_HOSTS, run_tags
         assert stage_hosts("mlperf_nodes", ["healthcheck"], run_tags) == (
