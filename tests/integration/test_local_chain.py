@@ -105,7 +105,8 @@ def test_package_stage_runs_only_when_asked(first_run, sandbox):
     organization (named before anything changes), then writes the MLCommons tree of the set."""
     submission = Path(sandbox["mlperf_results_dir"]) / "submission"
     assert not submission.exists()  # the whole chain ran without it
-    assert "Package - " not in first_run.stdout
+    assert "Assemble the submission tree" not in first_run.stdout
+    assert "TASK [package :" not in first_run.stdout  # not even its argument checks
     unnamed = playbook("site.yml", "-i", "inventory/local", "--tags", "score,package", extra=sandbox,
                        check=False)
     assert unnamed.returncode != 0
@@ -117,7 +118,7 @@ def test_package_stage_runs_only_when_asked(first_run, sandbox):
     assert "Assemble the submission tree and run the package checker" in packaged.stdout
     results = submission / "ACME" / "results" / "CPU_1x1x1" / "smoke"
     assert sorted(p.name for p in results.glob("result_*.txt")) == sorted(f"result_{i}.txt" for i in range(10))
-    (campaign,) = campaigns(sandbox)
+    campaign = campaigns(sandbox)[-1]  # the score stage scores the newest campaign
     assert (results / "result_3.txt").read_bytes() == (campaign / "local" / "result_3.txt").read_bytes()
     system = json.loads((submission / "ACME" / "systems" / "CPU_1x1x1.json").read_text())
     assert system["submitter"] == "ACME"
