@@ -124,7 +124,7 @@ class RunResult:
     campaigns: dict[str, str] = field(default_factory=dict)     # host -> campaign dir on the node
     result_sets: dict[str, str] = field(default_factory=dict)   # host -> collected set (controller)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # set dir -> score.json
-    stages: list[str] = field(default_factory=list)             # stages entered, in order
+    stages: list[str] = field(default_factory=list)             # stages run on a host, in order
     events: int = 0
 
     @property
@@ -180,6 +180,7 @@ class _Collector:
         self.score_files: dict[str, str] = {}
         self.score_data: dict[str, dict[str, Any]] = {}
         self.stages: list[str] = []
+        self._entered: str | None = None  # the stage the current play entered first
         self.diffs: list[FileDiff] = []
         self.changes: list[PlannedChange] = []
         self.commands: dict[str, list[str]] = {}
@@ -192,8 +193,14 @@ class _Collector:
             self.events += 1
             if name == "playbook_on_play_start":
                 stage = stage_of(data.get("play") or data.get("name"))
+                self._entered = None
                 if stage and stage not in self.stages:
                     self.stages.append(stage)
+                    self._entered = stage
+            elif name == "playbook_on_no_hosts_matched" and self._entered:
+                # a stage --tags left out (or an opt-in one not asked for) was not entered
+                self.stages.remove(self._entered)
+                self._entered = None
             elif name == "playbook_on_stats":
                 self._stats(data)
             elif name in ("runner_item_on_ok", "runner_item_on_failed") or task_outcome(event):

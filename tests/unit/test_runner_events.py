@@ -96,3 +96,13 @@ def test_a_failure_that_counts_is_a_failed_task_for_both(tmp_path):
     assert collector.counts["n1"] == HostCounts(failed=1)
     host = progress.snapshot().hosts["n1"]
     assert (host.failed, host.ignored, host.last_failure) == (1, 0, "Install ROCm: no space left")
+
+
+def test_a_stage_whose_play_matched_no_host_was_not_entered():
+    collector = _Collector()
+    for play, matched in (("Render - code", True), ("Collect - logs", True), ("Collect - from the submit host", False),
+                          ("Package - the tree", False), ("Report - JSON", True)):
+        collector.feed({"event": "playbook_on_play_start", "event_data": {"play": play}})
+        if not matched:
+            collector.feed({"event": "playbook_on_no_hosts_matched", "event_data": {}})
+    assert collector.stages == ["render", "collect", "report"]
