@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .progress import CAMPAIGN_ACTIONS, CampaignProgress, CampaignWatcher, Progress
-from .runner_events import HostCounts, event_action, task_outcome
+from .runner_events import HostCounts, event_action, recap_from_stats, task_outcome
 from .stages import stage_of
 from .secret_exec import FIFO_VARIABLE
 
@@ -202,18 +202,10 @@ class _Collector:
                 self.stages.remove(self._entered)
                 self._entered = None
             elif name == "playbook_on_stats":
-                self._stats(data)
+                self.stats = recap_from_stats(data)
             elif name in ("runner_item_on_ok", "runner_item_on_failed") or task_outcome(event):
                 self._outcome(event)
 
-    def _stats(self, data: Mapping[str, Any]) -> None:
-        stats: dict[str, HostRecap] = {}
-        for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
-                          ("dark", "unreachable"), ("skipped", "skipped"),
-                          ("rescued", "rescued"), ("ignored", "ignored")):
-            for host, count in (data.get(key) or {}).items():
-                setattr(stats.setdefault(host, HostRecap()), attr, int(count))
-        self.stats = stats
 
     def _outcome(self, event: Mapping[str, Any]) -> None:
         name = event.get("event")

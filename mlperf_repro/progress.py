@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from .mllog import MLLogEvent, parse_line
 from .node.campaign import OPEN_STATES, log_name, read_json, summarize
-from .runner_events import add_outcome, event_action, failure_message, task_outcome
+from .runner_events import HostCounts, event_action, failure_message, task_outcome
 from .stages import stage_of
 
 _CHUNK = 1 << 20
@@ -426,17 +426,13 @@ def quality_for(benchmark: str | None, catalog: Any = None) -> Quality:
 # ---------------------------------------------------------------------------------------------
 # Per host and stage, from ansible-runner events
 
-@dataclass
-class HostProgress:
+@dataclass(kw_only=True)
+class HostProgress(HostCounts):
+    """A host's stage, task and counts (:class:`~mlperf_repro.runner_events.HostCounts`)."""
+
     host: str
     stage: str | None = None
     task: str | None = None
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    unreachable: int = 0
-    ignored: int = 0
     last_failure: str | None = None
     last_stage: str | None = None
     last_task: str | None = None
@@ -518,7 +514,7 @@ class Progress:
                     host.stage, host.task = host.last_stage, host.last_task  # a skip is no news
                 else:
                     host.last_stage, host.last_task = host.stage, outcome.task
-                add_outcome(host, outcome)
+                host.add(outcome)
                 if outcome.failure:
                     host.last_failure = f"{outcome.task}: {failure_message(dict(outcome.res))}"
             res = data.get("res") if isinstance(data.get("res"), dict) else {}

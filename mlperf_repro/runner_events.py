@@ -3,13 +3,13 @@ result) and the live display (:mod:`mlperf_repro.progress`).
 
 :func:`task_outcome` says what one event means for one host: ok, failed, ignored (a failure
 under ``ignore_errors``), skipped or unreachable, and whether it changed something;
-:func:`add_outcome` adds outcomes up exactly as ansible-playbook's recap does (an ignored failure
+:meth:`HostCounts.add` adds outcomes up exactly as ansible-playbook's recap does (an ignored failure
 is ok and ignored, never a failure, and changed when its result says so).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 #: Events that carry a task's outcome for one host, and the outcome each stands for.
@@ -19,29 +19,39 @@ OUTCOME_EVENTS = {
 }
 
 
+def _counter(stats_key: str) -> Any:
+    """A counter, and the key of ansible-playbook's stats (``playbook_on_stats``) that holds it."""
+    return field(default=0, metadata={"stats": stats_key})
+
+
 @dataclass
 class HostCounts:
     """A host's task outcomes, as ansible-playbook's recap counts them."""
 
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    unreachable: int = 0
-    skipped: int = 0
-    rescued: int = 0
-    ignored: int = 0
+    ok: int = _counter("ok")
+    changed: int = _counter("changed")
+    failed: int = _counter("failures")
+    unreachable: int = _counter("dark")
+    skipped: int = _counter("skipped")
+    rescued: int = _counter("rescued")
+    ignored: int = _counter("ignored")
 
     def add(self, outcome: "TaskOutcome") -> None:
-        add_outcome(self, outcome)
+        """Count one outcome as the recap does (an ignored failure is ok and ignored)."""
+        setattr(self, outcome.outcome, getattr(self, outcome.outcome) + 1)
+        if outcome.outcome == "ignored":
+            self.ok += 1
+        if outcome.changed:
+            self.changed += 1
 
 
-def add_outcome(counts: Any, outcome: "TaskOutcome") -> None:
-    """Count one outcome on ``counts`` (anything with HostCounts' counters: ok, changed, ...)."""
-    setattr(counts, outcome.outcome, getattr(counts, outcome.outcome) + 1)
-    if outcome.outcome == "ignored":
-        counts.ok += 1
-    if outcome.changed:
-        counts.changed += 1
+def recap_from_stats(stats: Mapping[str, Any]) -> dict[str, HostCounts]:
+    """Every host's counts from ansible-playbook's own recap (a ``playbook_on_stats`` event)."""
+    recap: dict[str, HostCounts] = {}
+    for counter in fields(HostCounts):
+        for host, count in (stats.get(counter.metadata["stats"]) or {}).items():
+            setattr(recap.setdefault(host, HostCounts()), counter.name, int(count))
+    return recap
 
 
 @dataclass(frozen=True)
