@@ -138,7 +138,8 @@ except ImportError:  # running from a source checkout (tests)
                                             summarize)
 
 
-def public(state):
+def module_result(state):
+    """What the module returns of a campaign's state."""
     keys = ("campaign_id", "campaign_dir", "status", "runs", "done", "nexp", "counts",
             "runner_alive", "started", "finished", "error", "orphans")
     return {k: state.get(k) for k in keys}
@@ -154,7 +155,7 @@ def started(module):
         env=params["env"], secret_env=params["secret_env"], python=params["python"],
         resume=params["resume"], check_mode=module.check_mode, node_root=params["node_root"])
     state["campaign_dir"] = campaign_dir
-    result = dict(changed=action != "attached", action=action, **public(state))
+    result = dict(changed=action != "attached", action=action, **module_result(state))
     if commands is not None:
         result["commands"] = commands
     module.exit_json(**result)
@@ -200,8 +201,8 @@ def run(module):
     if state == "stopped":
         changed = False if module.check_mode else stop(directory)
         module.exit_json(changed=changed, action="stopped" if changed else "none",
-                         **public(summarize(directory)))
-    module.exit_json(changed=False, action="none", **public(summarize(directory)))
+                         **module_result(summarize(directory)))
+    module.exit_json(changed=False, action="none", **module_result(summarize(directory)))
 
 
 if __name__ == "__main__":

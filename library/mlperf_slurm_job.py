@@ -179,11 +179,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
-                                                ensure_submitted, is_slurm_campaign, public,
+                                                ensure_submitted, is_slurm_campaign, module_result,
                                                 refresh, tail, vendor_config)
 except ImportError:  # running from a source checkout (tests)
     from mlperf_repro.node.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
-                                             ensure_submitted, is_slurm_campaign, public,
+                                             ensure_submitted, is_slurm_campaign, module_result,
                                              refresh, tail, vendor_config)
 
 
@@ -214,7 +214,7 @@ def parse_group(module, name):
 
 
 def report(module, state, campaign_dir, action, changed, diff=None):
-    result = public(state, campaign_dir)
+    result = module_result(state, campaign_dir)
     status = result["status"]
     if status not in OPEN_STATUSES and status != "complete" and result.get("output_path"):
         result["output_tail"] = tail(result["output_path"], module.params["tail_lines"])

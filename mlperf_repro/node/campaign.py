@@ -828,7 +828,9 @@ def check_space(path, what):
 # ---------------------------------------------------------------------------------------------
 # The runner (executed detached on the node)
 
-class Runner:
+class CampaignRunner:
+    """The detached process that runs a campaign's NEXP runs one after another."""
+
     def __init__(self, campaign_dir):
         self.dir = os.path.abspath(campaign_dir)
         self.spec = read_json(os.path.join(self.dir, "campaign.json"))
@@ -1211,6 +1213,6 @@ def new_campaign_id(rng=None):
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "run":
-        sys.exit(Runner(sys.argv[2]).main())
+        sys.exit(CampaignRunner(sys.argv[2]).main())
     sys.stderr.write("usage: campaign.py run CAMPAIGN_DIR\n")
     sys.exit(2)

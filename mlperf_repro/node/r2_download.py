@@ -670,7 +670,9 @@ def file_url(base_url, relpath):
 # --------------------------------------------------------------------------------------------
 # The downloader
 # --------------------------------------------------------------------------------------------
-class _Run:
+class _Download:
+    """One download of a dataset: its files fetched, verified and recorded in the manifest."""
+
     def __init__(self, source, dest, http, workers, md5_retries, deep_verify, check_mode,
                  progress, chunk_size, manifest_interval):
         self.src = source
@@ -1152,7 +1154,7 @@ def fetch_dataset(dest, uri=None, base_url=None, md5_url=None, base_url_override
     try:
         source = resolve_source(http, uri=uri, base_url=base_url, md5_url=md5_url,
                                 base_url_override=base_url_override)
-        run = _Run(source, dest, http, workers, md5_retries, deep_verify, check_mode, progress,
+        run = _Download(source, dest, http, workers, md5_retries, deep_verify, check_mode, progress,
                    chunk_size, manifest_interval)
         result = run.run()
     except Exception as e:  # one last pass in case a message quoted something it should not

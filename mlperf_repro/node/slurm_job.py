@@ -631,7 +631,8 @@ PUBLIC_KEYS = ("campaign_id", "campaign_dir", "status", "job_id", "job_state", "
                "split", "split_error", "mode_restored", "error")
 
 
-def public(state, campaign_dir):
+def module_result(state, campaign_dir):
+    """What the module returns of a campaign's state (PUBLIC_KEYS), with its directory."""
     result = {k: state.get(k) for k in PUBLIC_KEYS}
     result["campaign_dir"] = campaign_dir
     return result

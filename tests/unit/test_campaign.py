@@ -139,7 +139,7 @@ def test_stop_leaves_unfinished_runs_pending_and_a_new_start_finishes_them(tmp_p
 def test_a_stop_that_lands_while_a_run_starts_stops_that_run(tmp_path, smoke_log, monkeypatch):
     """The signal comes after the run is marked running and before its process exists."""
     directory = make(tmp_path, smoke_log, nexp=2, STALL_AT="0")  # run 0 would sleep 60 s
-    runner = campaign.Runner(str(directory))
+    runner = campaign.CampaignRunner(str(directory))
     monkeypatch.setattr(runner, "clear_caches", lambda: runner.on_signal(signal.SIGTERM, None))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     umask = os.umask(0o022)  # the runner sets its own (in this process): give the next tests theirs
