@@ -1,5 +1,6 @@
 """Preflight probes and the one-table report, driven with real paths and recorded command output."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,14 @@ def test_full_disk_is_a_problem_naming_path_and_sizes(tmp_path):
                                         "need_gb": 10 ** 7}])
     assert len(problems) == 1
     assert "DATADIR" in problems[0] and str(tmp_path) in problems[0] and "needs 10000000.0 GiB" in problems[0]
-    assert facts["disks"][0]["free_gb"] >= 0
+    # the free space reported is the space where DATADIR will be created (its parent), in GiB:
+    # the record's whole GiB and the message's figure agree with each other and with the disk
+    disk = facts["disks"][0]
+    said = re.search(r"has ([0-9.]+) GiB free", problems[0])
+    assert said, problems[0]
+    assert abs(float(said.group(1)) - disk["free_gb"]) <= 0.5
+    assert abs(disk["free_gb"] - shutil.disk_usage(tmp_path).free / 1024 ** 3) <= 1
+    assert disk["need_gb"] == 10 ** 7
 
 
 def test_enough_disk_and_present_commands_are_fine(tmp_path):
