@@ -69,8 +69,8 @@ NUMBER_LIMITS = {
     "mlperf_nexp": (1, 1000), "render_slurm_nexp": (1, 1000),
     "campaign_poll_seconds": (1, 86400), "slurm_job_poll_seconds": (1, 86400),
     "campaign_timeout_hours": (0.01, 8760), "slurm_job_timeout_hours": (0.01, 8760),
-    "data_workers": (1, 1024), "data_retries": (0, 100), "docker_pull_retries": (0, 100),
-    "docker_pull_delay": (0, 3600), "shared_storage_marker_retries": (0, 100),
+    "data_workers": (1, 1024), "data_retries": (0, 100), "image_pull_retries": (0, 100),
+    "image_pull_delay": (0, 3600), "shared_storage_marker_retries": (0, 100),
     "shared_storage_marker_delay": (0, 3600), "rocm_reboot_timeout": (1, 86400),
     "preflight_expected_gpu_count": (1, 64), "data_convert_space_factor": (0.01, 100),
     "preflight_logdir_need_gb": (0, 10 ** 6), "preflight_workdir_need_gb": (0, 10 ** 6),
@@ -85,7 +85,7 @@ PARTITION_RE = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
+KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "image", "tunables", "data",
               "render", "run", "collect", "score", "report", "deep_verify")
 VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
@@ -278,9 +278,9 @@ def selected_stages(site: Mapping[str, Any]) -> set[str]:
     stages = set(KNOWN_TAGS[2:])
     chosen = stages if run & {"all", "always", "tagged"} else run & stages
     if "provision" in run:
-        chosen |= {"rocm", "docker"}
+        chosen |= {"rocm", "docker", "image"}
     if "provision" in skip:
-        skip = skip | {"rocm", "docker"}
+        skip = skip | {"rocm", "docker", "image"}
     return chosen - skip
 
 
