@@ -169,3 +169,23 @@ def test_preflight_summary_counts_as_changed_only_when_it_says_something_new():
     worse["nodes"][0]["problems"] = ["LOGDIR: /x is a file, not a directory"]
     assert summary_changed(worse, text)
     assert summary_changed(summary, None) and summary_changed(summary, "{truncated")
+
+
+def test_the_mount_table_is_read_once_for_both_questions(tmp_path):
+    table = ("server:/export /mnt/shared nfs4 rw 0 0\n"
+             "/dev/sda1 /mnt/with\\040space ext4 rw 0 0\n"
+             "other:/x /mnt/shared nfs rw 0 0\n"
+             "short line\n")
+    assert preflight.mount_table(table)[1] == {"source": "/dev/sda1", "mountpoint": "/mnt/with space",
+                                               "fstype": "ext4"}
+    # the mount in effect at a mount point is the last one mounted there
+    assert preflight.mount_at(table, "/mnt/shared/") == {"source": "other:/x", "mountpoint": "/mnt/shared",
+                                                         "fstype": "nfs"}
+    assert preflight.mount_at(table, "/mnt/with space")["source"] == "/dev/sda1"
+    assert preflight.mount_at(table, "/mnt") is None
+    # a path's mount (longest prefix, at its nearest existing directory) from the same parser
+    mounts = tmp_path / "mounts"
+    mounts.write_text(table + f"srv:/e {tmp_path} nfs rw 0 0\n")
+    (tmp_path / "x").mkdir()
+    assert preflight.mount_of(str(tmp_path / "x" / "not-yet"), str(mounts)) == {
+        "source": "srv:/e", "mountpoint": str(tmp_path), "fstype": "nfs"}
