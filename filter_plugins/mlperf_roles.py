@@ -1,7 +1,7 @@
 """Filters the roles call: shared files as data, the data stage's plan, the mount table.
 
 Thin adapters over plain Python (mlperf_repro.project_files, mlperf_repro.data_plan,
-mlperf_repro.node.preflight); each turns that code's ValueError into an AnsibleFilterError.
+mlperf_repro.node.preflight, mlperf_repro.preflight_report); each turns that code's ValueError into an AnsibleFilterError.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ description:
   - mlperf_data_convert_step - what a conversion command reads and writes, in the container and on the host.
   - mlperf_data_summary - the data stage's closing lines.
   - mlperf_mount_at - the row of a mount table (/proc/mounts' text) at one mount point.
+  - mlperf_shared_marker_problems - what the shared-storage proof found wrong, host by host.
 """
 
 import functools
@@ -28,7 +29,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # a checkout used without `pip install -e .`
     sys.path.append(_ROOT)
 
-from mlperf_repro import data_plan, project_files  # noqa: E402
+from mlperf_repro import data_plan, preflight_report, project_files  # noqa: E402
 from mlperf_repro.node import preflight  # noqa: E402
 
 
@@ -58,4 +59,5 @@ class FilterModule:
             "mlperf_data_convert_step": _adapter(data_plan.convert_step),
             "mlperf_data_summary": _adapter(data_plan.summary),
             "mlperf_mount_at": mlperf_mount_at,
+            "mlperf_shared_marker_problems": preflight_report.shared_marker_problems,
         }

@@ -1,11 +1,12 @@
 """Preflight probes and the one-table report, driven with real paths and recorded command output."""
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
 
 from mlperf_repro.node import preflight
-from mlperf_repro.preflight_report import shared_mount_problems
+from mlperf_repro.preflight_report import shared_marker_problems, shared_mount_problems
 from filter_plugins.mlperf import mlperf_preflight_table
 
 
@@ -189,3 +190,19 @@ def test_the_mount_table_is_read_once_for_both_questions(tmp_path):
     (tmp_path / "x").mkdir()
     assert preflight.mount_of(str(tmp_path / "x" / "not-yet"), str(mounts)) == {
         "source": "srv:/e", "mountpoint": str(tmp_path), "fstype": "nfs"}
+
+
+def test_the_shared_storage_proof_names_each_host_and_path_that_failed():
+    content = "mlperf-repro shared-storage check abc written by n1"
+    good = hashlib.sha1(content.encode()).hexdigest()
+    reads = {
+        "n1": [{"item": "/data", "stat": {"exists": True, "checksum": good}}],
+        "n2": [{"item": "/data", "stat": {"exists": False}},
+               {"item": "/logs", "stat": {"exists": True, "checksum": "0" * 40}}],
+        "n3": [],   # got no further
+    }
+    assert shared_marker_problems(reads, "n1", content) == [
+        "n2: /data: the marker is not there: not the same filesystem as on n1 (not mounted, or a local directory)",
+        "n2: /logs: the marker has other content than n1 wrote (another filesystem holding an old marker?)",
+    ]
+    assert shared_marker_problems({"n1": reads["n1"]}, "n1", content) == []
