@@ -14,6 +14,7 @@ description:
   - mlperf_data_downloads - a dataset recipe's downloads with {MODEL} resolved.
   - mlperf_data_renames - a dataset recipe's renames with absolute paths.
   - mlperf_data_convert_step - what a conversion command reads and writes, in the container and on the host.
+  - mlperf_data_step_records - where each step of a dataset recipe keeps its marker and log.
   - mlperf_data_summary - the data stage's closing lines.
   - mlperf_mount_at - the row of a mount table (/proc/mounts' text) at one mount point.
   - mlperf_shared_marker_problems - what the shared-storage proof found wrong, host by host.
@@ -57,6 +58,7 @@ class FilterModule:
             "mlperf_data_downloads": _adapter(data_plan.downloads),
             "mlperf_data_renames": _adapter(data_plan.renames),
             "mlperf_data_convert_step": _adapter(data_plan.convert_step),
+            "mlperf_data_step_records": _adapter(data_plan.step_records),
             "mlperf_data_summary": _adapter(data_plan.summary),
             "mlperf_mount_at": mlperf_mount_at,
             "mlperf_shared_marker_problems": preflight_report.shared_marker_problems,

@@ -84,6 +84,25 @@ def convert_step(command: str, mount: str, data_dir: str) -> dict:
     return step
 
 
+def step_records(dataset: dict, meta_dir: str) -> dict:
+    """Where each step of the recipe keeps its records: a path without extension (the step's
+    marker is ``<path>.json``, its log ``<path>.log``), by step: ``script`` (container_script),
+    ``convert`` (one per command), ``energon`` (energon prepare), ``copies`` (one per copy);
+    ``markers``: every marker of the recipe's steps, for the first state check."""
+    records = {
+        "script": f"{meta_dir}/container-script",
+        "convert": [f"{meta_dir}/convert-{n}" for n in range(1, len(dataset.get("convert") or []) + 1)],
+        "energon": f"{meta_dir}/energon-prepare",
+        "copies": [f"{meta_dir}/copy-{str(c['to']).replace('/', '-')}" for c in dataset.get("copies") or []],
+    }
+    steps = (([records["script"]] if dataset.get("recipe") == "container_script" else [])
+             + records["convert"]
+             + ([records["energon"]] if dataset.get("energon_prepare") is not None else [])
+             + records["copies"])
+    records["markers"] = [f"{step}.json" for step in steps]
+    return records
+
+
 def summary(state: dict, renamed: list[dict], expected: list, intermediates: list,
             converted: bool, meta_dir: str) -> list[str]:
     """The stage's closing lines from the last state check (the mlperf_data_state module's

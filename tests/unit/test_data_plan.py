@@ -87,3 +87,13 @@ def test_summary_says_each_download_the_layout_and_free_space():
     lines = data_plan.summary(state, [], [], ["coco_preprocessed"], True, "/d/.meta")
     assert lines[1] == "coco: conversion input, no longer needed"
     assert lines[2] == "layout: missing energon/train"
+
+
+def test_every_step_of_a_recipe_has_its_marker_once():
+    flux = data_plan.step_records(recipe("flux1", "MI325X_08x08x32"), "/d/.m")
+    assert flux["convert"] == ["/d/.m/convert-1", "/d/.m/convert-2"]
+    assert flux["markers"] == ["/d/.m/convert-1.json", "/d/.m/convert-2.json", "/d/.m/energon-prepare.json",
+                               "/d/.m/copy-energon-empty_encodings.json"]
+    lora = data_plan.step_records(recipe("llama2_70b_lora", "MI355X_1x8x1"), "/d/.m")
+    assert lora["markers"] == ["/d/.m/container-script.json"]
+    assert data_plan.step_records(recipe("llama31_8b", "MI355X_1x8x1"), "/d/.m")["markers"] == []
