@@ -49,22 +49,39 @@ def existing_ancestor(path):
     return path
 
 
+def mount_table(text):
+    """The rows of a mount table (/proc/mounts' text) as (source, mountpoint, fstype) dicts, in
+    order; a mount point's octal escapes (``\\040`` for a space) decoded."""
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            rows.append({"source": fields[0], "mountpoint": fields[1].replace("\\040", " "),
+                         "fstype": fields[2]})
+    return rows
+
+
+def mount_at(text, path):
+    """The mount table's row mounted exactly at ``path`` (the last, the one in effect), or None."""
+    path = path.rstrip("/") or "/"
+    found = [row for row in mount_table(text) if row["mountpoint"] == path]
+    return found[-1] if found else None
+
+
 def mount_of(path, mounts_file="/proc/mounts"):
     """The mount entry (source, mountpoint, fstype) holding ``path``: longest matching prefix."""
     path = os.path.realpath(existing_ancestor(path))
     best = {"source": "", "mountpoint": "/", "fstype": ""}
     try:
         with open(mounts_file, encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mnt = fields[1].replace("\\040", " ")
-                inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-                if inside and len(mnt) >= len(best["mountpoint"]):
-                    best = {"source": fields[0], "mountpoint": mnt, "fstype": fields[2]}
+            text = handle.read()
     except OSError:
-        pass
+        return best
+    for row in mount_table(text):
+        mnt = row["mountpoint"]
+        inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best["mountpoint"]):
+            best = row
     return best
 
 

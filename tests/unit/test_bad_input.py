@@ -132,7 +132,7 @@ INVENTORY = [
     ({"data_workers": 0}, "data_workers", "must be an integer from 1 to 1024"),
     ({"data_workers": 100000}, "data_workers", "must be an integer from 1 to 1024"),
     ({"data_retries": -1}, "data_retries", "must be an integer from 0 to 100"),
-    ({"docker_pull_retries": "many"}, "docker_pull_retries", "must be an integer, got 'many' (string)"),
+    ({"image_pull_retries": "many"}, "image_pull_retries", "must be an integer, got 'many' (string)"),
     ({"preflight_logdir_need_gb": -1}, "preflight_logdir_need_gb", "must be a number from 0"),
     ({"preflight_expected_gpu_count": 0}, "preflight_expected_gpu_count", "from 1 to 64"),
     ({"rocm_reboot_timeout": 0}, "rocm_reboot_timeout", "from 1 to 86400"),
