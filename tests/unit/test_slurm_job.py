@@ -326,7 +326,7 @@ def render_job(tmp_path, job=None, **variables):
         "mlperf_benchmark": "flux1", "mlperf_system": "MI325X_08x08x32", "mlperf_nexp": 10,
         "job": {"code_dir": "/data/work/code/flux1", "name": "flux1_mlperf", "time": "60:00:00",
                 "partition": "mi325x", "extra_options": ["--exclusive"],
-                "run_command": "srun bash run_with_docker_slurm.sh"},
+                "run_command": "srun bash run_with_docker_slurm.sh", "nexp": 10},
     }
     values.update(variables)
     values["job"].update(job or {})
