@@ -41,9 +41,17 @@ import subprocess
 import sys
 import time
 
+try:
+    from ansible.module_utils import fileio, mllog_line
+except ImportError:
+    try:  # the controller and tests
+        from mlperf_repro.node import fileio, mllog_line
+    except ImportError:  # the detached runner: installed beside this script
+        import fileio
+        import mllog_line
+
 #: A run in any other state (success, aborted, crashed, failed, ...) has finished.
 OPEN_STATES = ("pending", "running")
-RUN_STOP_MARK = '"key": "run_stop"'
 #: More runs than any benchmark's rules ask for (10 for most, up to a few dozen): a larger count
 #: is a typo, and one record per run would exhaust the node's memory.
 MAX_NEXP = 1000
@@ -117,63 +125,14 @@ def _open_new(path, mode):
     return fd
 
 
-def _write_all(fd, data, path):
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
 def write_json(path, data, mode=FILE_MODE):
-    """Write ``data`` to ``path`` atomically (a temporary file renamed over it), mode ``mode``.
+    """Write ``data`` to ``path`` atomically (fileio.write_atomic), mode ``mode``.
 
     On a full disk the temporary file is removed (never left behind, empty or partial) and the
     file is rewritten in place when its new content fits in the space it already holds, so a
     campaign can still record why it stopped; otherwise the OSError names ``path``.
     """
-    payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        fd = _open_new(tmp, mode)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and _rewrite_in_place(path, payload):
-            return
-        raise OSError(exc.errno, exc.strerror, path) from None
-    try:
-        try:
-            _write_all(fd, payload, path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and _rewrite_in_place(path, payload):
-            return
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
-def _rewrite_in_place(path, payload):
-    """Overwrite an existing file within the blocks it holds (no new space needed)."""
-    try:
-        info = os.stat(path)
-        if len(payload) > info.st_blocks * 512:
-            return False
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            _write_all(fd, payload, path)
-            os.ftruncate(fd, len(payload))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-    except OSError:
-        return False
+    fileio.write_json(path, data, mode, in_place_when_full=True)
 
 
 def makedirs(path, mode=0o755):
@@ -805,11 +764,11 @@ def _planned_commands(spec, campaign_dir, indexes):
 
 
 def free_bytes(path):
+    """Free bytes where ``path`` is (fileio.free_bytes), or None when it cannot be measured."""
     try:
-        info = os.statvfs(path)
+        return fileio.free_bytes(path)
     except OSError:
         return None
-    return info.f_bavail * info.f_frsize
 
 
 class DiskFull(OSError):
@@ -1186,16 +1145,13 @@ def run_outcome(path, rc):
     try:
         with open(path, "rb") as handle:
             for raw in handle:
-                if RUN_STOP_MARK.encode() not in raw:
+                if b"run_stop" not in raw:
                     continue
-                line = raw.decode("utf-8", "replace")
-                try:
-                    # the JSON object only: text a process wrote after it on the same line (its
-                    # stderr joining an unterminated line) does not hide the run's status
-                    record, _ = json.JSONDecoder().raw_decode(line[line.index(":::MLLOG") + 8:].lstrip())
-                    status = record.get("metadata", {}).get("status") or status
-                except (ValueError, AttributeError):
-                    continue
+                # the JSON object only: text a process wrote after it on the same line (its
+                # stderr joining an unterminated line) does not hide the run's status
+                found = mllog_line.record(raw)
+                if found is not None and found.get("key") == "run_stop":
+                    status = mllog_line.metadata(found).get("status") or status
     except OSError:
         return "crashed"
     if status is None:
@@ -1203,10 +1159,6 @@ def run_outcome(path, rc):
     if status == "success" and rc not in (0, None):
         return "failed"
     return status
-
-
-def new_campaign_id(rng=None):
-    return time.strftime("%Y%m%dT%H%M%S") + "-%04x" % (rng or random).getrandbits(16)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,19 @@ final state is kept in state.json.
 
 import json
 import os
-import random
 import re
 import shlex
 import stat
 import subprocess
 import sys
 import time
+
+try:
+    from ansible.module_utils import mllog_line
+    from ansible.module_utils.fileio import write_atomic, write_json as _write_json
+except ImportError:  # the controller and tests
+    from mlperf_repro.node import mllog_line
+    from mlperf_repro.node.fileio import write_atomic, write_json as _write_json
 
 #: Campaign statuses of a job that has not ended.
 OPEN_STATUSES = ("submitting", "pending", "running")
@@ -63,9 +69,6 @@ RUNNING_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "
 FINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED")
 
-MLLOG_MARK = b":::MLLOG"
-KEY_RE = re.compile(rb'"key"\s*:\s*"([^"]*)"')
-PREAMBLE_KEYS = (b"cache_clear", b"init_start")
 TAIL_LINES = 40
 TAIL_BYTES = 16384
 
@@ -102,24 +105,11 @@ def vendor_config(code_dir):
 
 
 def write_json(path, data, mode=0o640):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    _write_json(path, data, mode)
 
 
 def write_bytes(path, data, mode=0o640):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
-def new_campaign_id(rng=None):
-    return time.strftime("%Y%m%dT%H%M%S") + "-%04x" % (rng or random).getrandbits(16)
+    write_atomic(path, data, mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +240,8 @@ class Slurm:
 # Cutting the one output file into runs
 
 def mllog_key(line):
-    """The ``key`` of a ``:::MLLOG`` line (bytes), or None for any other line."""
-    at = line.find(MLLOG_MARK)
-    if at < 0:
-        return None
-    match = KEY_RE.search(line, at)
-    return match.group(1) if match else None
+    """The ``key`` of a ``:::MLLOG`` line (bytes or str), or None for any other line."""
+    return mllog_line.key(line)
 
 
 def run_starts(lines):
@@ -267,11 +253,11 @@ def run_starts(lines):
         key = mllog_key(line)
         if key is None:
             continue
-        if key == b"cache_clear":
+        if key == "cache_clear":
             if first_clear is None:
                 first_clear = index
             continue
-        if key == b"init_start":
+        if key == "init_start":
             if not in_run or past_init:
                 starts.append(first_clear if first_clear is not None else index)
                 in_run, past_init = True, False
@@ -281,24 +267,15 @@ def run_starts(lines):
     return starts
 
 
-def _mllog_record(line):
-    at = line.find(MLLOG_MARK)
-    try:
-        return json.loads(line[at + len(MLLOG_MARK):].decode("utf-8", "replace"))
-    except ValueError:
-        return None
-
-
 def describe_run(lines):
     """status (run_stop's metadata status, else crashed) and seed of one run's lines."""
     status, seed = None, None
     for line in lines:
         key = mllog_key(line)
-        if key == b"run_stop":
-            record = _mllog_record(line) or {}
-            status = (record.get("metadata") or {}).get("status") or status or "unknown"
-        elif key == b"seed" and seed is None:
-            seed = (_mllog_record(line) or {}).get("value")
+        if key == "run_stop":
+            status = mllog_line.metadata(mllog_line.record(line)).get("status") or status or "unknown"
+        elif key == "seed" and seed is None:
+            seed = mllog_line.record(line).get("value")
     return {"status": status or "crashed", "seed": seed}
 
 
@@ -321,7 +298,7 @@ def progress(path):
     except OSError:
         return {"runs_begun": 0, "runs_ended": 0}
     begun = len(run_starts(lines))
-    ended = sum(1 for line in lines if mllog_key(line) == b"run_stop")
+    ended = sum(1 for line in lines if mllog_key(line) == "run_stop")
     return {"runs_begun": begun, "runs_ended": ended}
 
 

@@ -1,0 +1,109 @@
+"""Files on a node: one atomic writer and one free-space probe, for every writer in the toolkit.
+
+Standard library only. Shipped to nodes as ``ansible.module_utils.fileio`` (modules), installed
+beside the detached campaign runner (``campaign.py`` imports it from there), and imported as
+``mlperf_repro.node.fileio`` by controller code.
+"""
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+
+#: Full disk or quota: the two errors after which a file may still be rewritten in place.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _rewrite_in_place(path, payload):
+    """Overwrite an existing file within the blocks it holds (no new space needed)."""
+    try:
+        info = os.stat(path)
+        if len(payload) > info.st_blocks * 512:
+            return False
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            _write_all(fd, payload)
+            os.ftruncate(fd, len(payload))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+def write_atomic(path, data, mode, in_place_when_full=False):
+    """Replace ``path`` with ``data`` (bytes or text, UTF-8) atomically: a temporary file in the
+    same directory, written, fsynced, given ``mode`` (whatever the umask) and an existing file's
+    owner, then renamed over ``path``. A reader sees the old file or the new one, never a part.
+
+    On any failure the temporary file is removed and the OSError names ``path`` (not the
+    temporary name). With ``in_place_when_full``, a full disk (or quota) rewrites an existing file
+    in place when the new content fits in the blocks it already holds, so a record of why
+    something stopped can still be written.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=directory)
+    except OSError as exc:
+        if in_place_when_full and exc.errno in _FULL and _rewrite_in_place(path, payload):
+            return
+        raise OSError(exc.errno, exc.strerror, path) from None
+    try:
+        try:
+            os.fchmod(fd, mode)
+            try:
+                st = os.stat(path)
+                os.fchown(fd, st.st_uid, st.st_gid)
+            except OSError:
+                pass
+            _write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if not isinstance(exc, OSError):
+            raise
+        if in_place_when_full and exc.errno in _FULL and _rewrite_in_place(path, payload):
+            return
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def json_text(data, indent=2):
+    """``data`` as the toolkit writes JSON files: sorted keys, ``indent``, a final newline."""
+    return json.dumps(data, indent=indent, sort_keys=True) + "\n"
+
+
+def write_json(path, data, mode, indent=2, in_place_when_full=False):
+    """:func:`write_atomic` of ``data`` as JSON (sorted keys, a final newline)."""
+    write_atomic(path, json_text(data, indent), mode, in_place_when_full=in_place_when_full)
+
+
+def existing_ancestor(path):
+    """``path`` made absolute, or its nearest parent that exists (where it would be created)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def free_bytes(path):
+    """Free bytes (for an unprivileged user) of the file system that holds, or would hold,
+    ``path``: measured at its nearest existing directory. Raises OSError."""
+    return shutil.disk_usage(existing_ancestor(path)).free
