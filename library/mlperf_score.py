@@ -109,7 +109,7 @@ def main():
     )
     try:
         from mlperf_repro.compare import campaign_platform, versus_reference
-        from mlperf_repro.node.render_files import write_atomic
+        from mlperf_repro.node.fileio import write_atomic
         from mlperf_repro.scoring import find_result_files, score_directory
     except ImportError as exc:
         module.fail_json(msg="mlperf_repro is not importable by %s (%s): install the project "

@@ -81,10 +81,10 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.render_files import write_atomic
+    from ansible.module_utils.fileio import write_atomic
     from ansible.module_utils.vendor_check import LEGACY_SUFFIX, RECORD_NAME, inspect, record_text
 except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.render_files import write_atomic
+    from mlperf_repro.node.fileio import write_atomic
     from mlperf_repro.node.vendor_check import LEGACY_SUFFIX, RECORD_NAME, inspect, record_text
 
 

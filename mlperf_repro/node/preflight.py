@@ -11,6 +11,11 @@ import shutil
 import subprocess
 import sys
 
+try:
+    from ansible.module_utils.fileio import existing_ancestor
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import existing_ancestor
+
 GIB = 1024 ** 3
 
 
@@ -38,15 +43,6 @@ def os_release(path="/etc/os-release"):
     return {"id": info.get("ID", ""), "version_id": info.get("VERSION_ID", ""),
             "pretty_name": info.get("PRETTY_NAME", "")}
 
-
-def existing_ancestor(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
 
 
 def mount_of(path, mounts_file="/proc/mounts"):

@@ -45,13 +45,17 @@ import os
 import posixpath
 import random
 import re
-import shutil
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+try:
+    from ansible.module_utils.fileio import free_bytes, write_atomic
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import free_bytes, write_atomic
 
 try:
     import fcntl
@@ -595,13 +599,12 @@ class _DirLock:
         return False
 
 
+#: Mode of the manifest and the md5 list kept with the data (explicit: never left to the umask).
+FILE_MODE = 0o644
+
+
 def _atomic_write(path, data):
-    tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, FILE_MODE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,13 +894,7 @@ class _Run:
         self.emit("done")
 
     def check_space(self, needed, nfiles):
-        probe = self.dest
-        while not os.path.exists(probe):
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                break
-            probe = parent
-        free = shutil.disk_usage(probe).free
+        free = free_bytes(self.dest)
         if needed > free:
             raise InsufficientSpaceError(
                 "not enough free space for dataset %s in %s (file system of %s): %d file(s) need "

@@ -28,10 +28,10 @@ import subprocess
 def _write_atomic(path, data, mode):
     # Imported when needed: the campaign runner loads this file on its own (read_state), where
     # neither render_files nor Ansible is importable.
-    try:  # shipped to the nodes as ansible.module_utils.tunables beside render_files
-        from ansible.module_utils.render_files import write_atomic
+    try:  # shipped to the nodes as ansible.module_utils.tunables beside fileio
+        from ansible.module_utils.fileio import write_atomic
     except ImportError:  # imported from the package (tests, the controller)
-        from mlperf_repro.node.render_files import write_atomic
+        from mlperf_repro.node.fileio import write_atomic
     write_atomic(path, data, mode)
 
 FILE_SETTINGS = [
