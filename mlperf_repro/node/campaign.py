@@ -31,7 +31,6 @@ node rebooted) is started again and its partial log is kept beside it as
 
 import errno
 import fcntl
-import json
 import os
 import random
 import re
@@ -79,11 +78,7 @@ def now():
 
 
 def read_json(path, default=None):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return default
+    return fileio.read_json(path, default)
 
 
 def describe(value):

@@ -92,6 +92,20 @@ def write_json(path, data, mode, indent=2, in_place_when_full=False):
     write_atomic(path, json_text(data, indent), mode, in_place_when_full=in_place_when_full)
 
 
+def read_json_file(path):
+    """The JSON document in ``path``; raises OSError (FileNotFoundError) or ValueError."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_json(path, default=None):
+    """The JSON document in ``path``, or ``default`` when it is missing or unreadable."""
+    try:
+        return read_json_file(path)
+    except (OSError, ValueError):
+        return default
+
+
 def existing_ancestor(path):
     """``path`` made absolute, or its nearest parent that exists (where it would be created)."""
     path = os.path.abspath(path)
@@ -107,3 +121,18 @@ def free_bytes(path):
     """Free bytes (for an unprivileged user) of the file system that holds, or would hold,
     ``path``: measured at its nearest existing directory. Raises OSError."""
     return shutil.disk_usage(existing_ancestor(path)).free
+
+
+def changed_since(path, size, mtime_ns, said="recorded", since="it was recorded", follow=False):
+    """None when ``path`` still has the recorded ``size`` and ``mtime_ns``; else one sentence
+    (missing, another size, modified) naming ``path``. Nothing is hashed. ``follow``: a symbolic
+    link is followed (its target checked), else the link itself is."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return "%s: missing" % path
+    if st.st_size != size:
+        return "%s: %d bytes, %s %s" % (path, st.st_size, said, size)
+    if st.st_mtime_ns != mtime_ns:
+        return "%s: modified since %s" % (path, since)
+    return None

@@ -42,7 +42,6 @@ from ``sacct`` (accounting) or ``sacct --completion`` (job-completion records); 
 final state is kept in state.json.
 """
 
-import json
 import os
 import re
 import shlex
@@ -52,11 +51,9 @@ import sys
 import time
 
 try:
-    from ansible.module_utils import mllog_line
-    from ansible.module_utils.fileio import write_atomic, write_json as _write_json
+    from ansible.module_utils import fileio, mllog_line
 except ImportError:  # the controller and tests
-    from mlperf_repro.node import mllog_line
-    from mlperf_repro.node.fileio import write_atomic, write_json as _write_json
+    from mlperf_repro.node import fileio, mllog_line
 
 #: Campaign statuses of a job that has not ended.
 OPEN_STATUSES = ("submitting", "pending", "running")
@@ -82,11 +79,7 @@ def now():
 
 
 def read_json(path, default=None):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return default
+    return fileio.read_json(path, default)
 
 
 #: The render stage's comparison of the image's config_<SYSTEM>.sh with the catalog, in the code
@@ -105,11 +98,11 @@ def vendor_config(code_dir):
 
 
 def write_json(path, data, mode=0o640):
-    _write_json(path, data, mode)
+    fileio.write_json(path, data, mode)
 
 
 def write_bytes(path, data, mode=0o640):
-    write_atomic(path, data, mode)
+    fileio.write_atomic(path, data, mode)
 
 
 # ---------------------------------------------------------------------------------------------
