@@ -114,8 +114,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.data_steps import DataStepError, staged_state
+    from ansible.module_utils.module_adapter import finish
 except ImportError:  # running from a source checkout (tests)
     from mlperf_repro.node.data_steps import DataStepError, staged_state
+    from mlperf_repro.node.module_adapter import finish
 
 
 def main():
@@ -129,10 +131,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        module.exit_json(changed=False, **staged_state(**module.params))
-    except DataStepError as exc:
-        module.fail_json(msg=str(exc), **exc.result)
+    finish(module, "mlperf_data_state", (DataStepError,), staged_state,
+           **module.params)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.data_steps import DataStepError, run_step
+    from ansible.module_utils.module_adapter import finish
 except ImportError:  # running from a source checkout (tests)
     from mlperf_repro.node.data_steps import DataStepError, run_step
+    from mlperf_repro.node.module_adapter import finish
 
 
 def main():
@@ -164,10 +166,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        module.exit_json(**run_step(check_mode=module.check_mode, **module.params))
-    except DataStepError as exc:
-        module.fail_json(msg=str(exc), **exc.result)
+    finish(module, "mlperf_data_step", (DataStepError,), run_step,
+           check_mode=module.check_mode, **module.params)
 
 
 if __name__ == "__main__":

@@ -123,8 +123,10 @@ gfx_targets:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
+    from ansible.module_utils.module_adapter import finish
     from ansible.module_utils.tunables import TunablesError, ensure
 except ImportError:  # running from a source checkout (tests)
+    from mlperf_repro.node.module_adapter import finish
     from mlperf_repro.node.tunables import TunablesError, ensure
 
 
@@ -146,15 +148,8 @@ def main():
         },
         supports_check_mode=True,
     )
-    try:
-        result = ensure(check_mode=module.check_mode, **module.params)
-    except TunablesError as exc:
-        for warning in exc.warnings:
-            module.warn(warning)
-        module.fail_json(msg=str(exc), **exc.result)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**result)
+    finish(module, "mlperf_tunables", (TunablesError,), ensure,
+           check_mode=module.check_mode, **module.params)
 
 
 if __name__ == "__main__":

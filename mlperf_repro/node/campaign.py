@@ -100,13 +100,7 @@ def describe(value):
     return "a value of another kind"
 
 
-def os_error_text(exc, path=None):
-    """``No space left on device: /data/.../state.json`` for an OSError."""
-    reason = exc.strerror or str(exc)
-    where = exc.filename or path
-    text = "%s: %s" % (reason, where) if where else reason
-    detail = getattr(exc, "detail", None)
-    return "%s (%s)" % (text, detail) if detail else text
+os_error_text = fileio.os_error_text
 
 
 def _open_new(path, mode):
@@ -553,6 +547,46 @@ def check_spec(spec):
                                 "needs runtime docker or podman and a script in code_dir, got "
                                 "runtime %s" % (script, describe(spec["runtime"])))
     return spec
+
+
+#: The fields of a campaign's summary the mlperf_campaign module returns.
+REPORTED = ("campaign_id", "campaign_dir", "status", "runs", "done", "nexp", "counts",
+            "runner_alive", "started", "finished", "error", "orphans")
+
+
+def reported(summary):
+    """The fields of ``summary`` (a :func:`summarize` result) the module returns."""
+    return {k: summary.get(k) for k in REPORTED}
+
+
+def manage(state="started", root=None, node_root=None, campaign_id=None, campaign_dir=None,
+           resume=True, spec=None, env=None, secret_env=None, runner_script=None, python=None,
+           check_mode=False):
+    """The mlperf_campaign module's one call: start (or resume, or re-attach to) a campaign
+    (``state=started``), stop it (``stopped``) or say where it stands (``status``).
+
+    Returns the module's result (``changed``, ``action``, the :data:`REPORTED` fields and, in
+    check mode, the ``commands`` a start would run); raises CampaignError."""
+    if state == "started":
+        for key, value in (("root", root), ("campaign_id", campaign_id), ("spec", spec),
+                           ("runner_script", runner_script)):
+            if not value:
+                raise CampaignError("%s is required with state=started" % key)
+        action, directory, summary, commands = ensure_started(
+            root, campaign_id, spec, runner_script, env=env, secret_env=secret_env,
+            python=python, resume=resume, check_mode=check_mode, node_root=node_root)
+        summary["campaign_dir"] = directory
+        result = dict(changed=action != "attached", action=action, **reported(summary))
+        if commands is not None:
+            result["commands"] = commands
+        return result
+    if not campaign_dir or not os.path.isfile(os.path.join(campaign_dir, "campaign.json")):
+        raise CampaignError("%s is not a campaign directory (no campaign.json)" % campaign_dir)
+    changed = False
+    if state == "stopped":
+        changed = False if check_mode else stop(campaign_dir)
+    action = "stopped" if changed else "none"
+    return dict(changed=changed, action=action, **reported(summarize(campaign_dir)))
 
 
 def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=None,

@@ -148,7 +148,7 @@ def staged_state(data_dir, datasets=(), paths=(), expected=(), markers=()):
         if not dataset_name(ds):
             raise DataStepError("every entry of datasets needs a name or a .uri URL, got %r"
                                 % (ds,))
-    result = {"datasets": {}, "paths": {}, "missing": [], "downloads": []}
+    result = {"changed": False, "datasets": {}, "paths": {}, "missing": [], "downloads": []}
     for ds in datasets:
         name = dataset_name(ds)
         dest = os.path.normpath(_abs(data_dir, ds.get("dest") or "."))

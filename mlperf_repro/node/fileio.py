@@ -15,6 +15,16 @@ import tempfile
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def os_error_text(exc, path=None):
+    """``No space left on device: /data/.../state.json`` for an OSError (``path`` when it names
+    no file; its ``detail`` attribute, when set, in parentheses)."""
+    reason = exc.strerror or str(exc)
+    where = exc.filename or path
+    text = "%s: %s" % (reason, where) if where else reason
+    detail = getattr(exc, "detail", None)
+    return "%s (%s)" % (text, detail) if detail else text
+
+
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
