@@ -157,6 +157,21 @@ def test_step_runs_once_records_its_files_and_keeps_the_secret_out_of_everything
     assert (tmp_path / "out" / "f").read_text() == "altered\n"  # nothing re-run or deleted
 
 
+def test_step_and_state_read_a_marker_the_same_way(tmp_path):
+    """One marker check for both modules: the state check the role runs first and the step
+    agree on a marker that is unreadable (cut by a full disk), and neither re-runs the step."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "step.json").write_text('{"format": "mlperf-repro/data-st')
+    state = run_module("mlperf_data_state", {"data_dir": str(tmp_path),
+                                             "markers": ["meta/step.json"]}, tmp_path)
+    seen = state["markers"]["meta/step.json"]
+    assert seen["exists"] is True and seen["problem_count"] == 1, state["_raw"]
+    step = run_module("mlperf_data_step", step_args(tmp_path, "mkdir out; echo x > out/f"),
+                      tmp_path)
+    assert step["failed"] and step["ran"] is False and "unreadable" in step["msg"], step["_raw"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_step_refuses_a_secret_on_the_command_line(tmp_path):
     res = run_module("mlperf_data_step", step_args(tmp_path, f"echo {SECRET}"), tmp_path)
     assert res["failed"] and "secret value is part of the command line" in res["msg"]
