@@ -92,6 +92,31 @@ def write_atomic(path, data, mode, in_place_when_full=False):
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
+def read_bytes(path):
+    """The bytes of ``path``, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def ensure_content(path, data, mode, check_mode=False):
+    """Make ``path`` hold ``data`` (bytes or text) with ``mode``: replaced atomically when its
+    content differs, its mode set when only that differs, untouched when both are right.
+    Returns whether anything changed (or would, in ``check_mode``). Raises OSError."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if read_bytes(path) != payload:
+        if not check_mode:
+            write_atomic(path, payload, mode)
+        return True
+    if (os.stat(path).st_mode & 0o7777) != mode:
+        if not check_mode:
+            os.chmod(path, mode)
+        return True
+    return False
+
+
 def json_text(data, indent=2):
     """``data`` as the toolkit writes JSON files: sorted keys, ``indent``, a final newline."""
     return json.dumps(data, indent=indent, sort_keys=True) + "\n"
