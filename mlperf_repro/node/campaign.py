@@ -126,15 +126,7 @@ def write_json(path, data, mode=FILE_MODE):
 
 def makedirs(path, mode=0o755):
     """``os.makedirs`` that gives every directory it creates ``mode``, whatever the umask."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    makedirs(os.path.dirname(path), mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    os.chmod(path, mode)
+    fileio.make_dirs(path, mode)
 
 
 def log_name(index):

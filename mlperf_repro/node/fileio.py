@@ -141,15 +141,39 @@ def read_json(path, default=None):
         return default
 
 
-def existing_ancestor(path):
-    """``path`` made absolute, or its nearest parent that exists (where it would be created)."""
+def ancestors(path):
+    """``path`` made absolute, then its parent, and so on up to ``/``."""
     path = os.path.abspath(path)
-    while not os.path.exists(path):
+    while True:
+        yield path
         parent = os.path.dirname(path)
         if parent == path:
-            break
+            return
         path = parent
-    return path
+
+
+def existing_ancestor(path):
+    """``path`` made absolute, or its nearest parent that exists (where it would be created)."""
+    chain = list(ancestors(path))
+    return next((p for p in chain if os.path.exists(p)), chain[-1])
+
+
+def make_dirs(path, mode):
+    """``os.makedirs`` whose every created directory gets ``mode`` whatever the umask; existing
+    directories are left as they are."""
+    missing = []
+    for directory in ancestors(path):
+        if os.path.isdir(directory):
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        os.chmod(directory, mode)
 
 
 def free_bytes(path):

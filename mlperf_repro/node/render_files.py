@@ -12,9 +12,9 @@ import os
 import stat
 
 try:
-    from ansible.module_utils.fileio import write_atomic
+    from ansible.module_utils.fileio import make_dirs, write_atomic
 except ImportError:  # the controller and tests
-    from mlperf_repro.node.fileio import write_atomic
+    from mlperf_repro.node.fileio import make_dirs, write_atomic
 
 
 class FilesError(ValueError):
@@ -60,27 +60,6 @@ def _read(path):
 
 def _text(data):
     return data.decode("utf-8", "replace")
-
-
-def make_dirs(path, mode):
-    """``os.makedirs`` whose every created directory gets ``mode`` whatever the umask; existing
-    directories are left as they are."""
-    path = os.path.abspath(path)
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, mode)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        os.chmod(directory, mode)
 
 
 def ensure(directory, files, directory_mode=0o755, check=False):
