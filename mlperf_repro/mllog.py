@@ -22,7 +22,6 @@ flat in the size of the log: :func:`iter_events` is a generator and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
