@@ -81,7 +81,6 @@ output:
 
 import json
 import os
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -107,7 +106,7 @@ def main():
     )
     try:
         from mlperf_repro.compare import campaign_platform, versus_reference
-        from mlperf_repro.node.render_files import write_atomic
+        from mlperf_repro.node.fileio import ensure_content
         from mlperf_repro.scoring import find_result_files, score_directory
     except ImportError as exc:
         module.fail_json(msg="mlperf_repro is not importable by %s (%s): install the project "
@@ -134,17 +133,10 @@ def main():
     output = params["output"] or os.path.join(params["path"], "score.json")
     text = json.dumps(score, indent=2, sort_keys=True) + "\n"
     try:
-        with open(output, encoding="utf-8") as handle:
-            content_changed = handle.read() != text
-        mode_changed = stat.S_IMODE(os.stat(output).st_mode) != SCORE_MODE
-    except OSError:
-        content_changed, mode_changed = True, False
-    if not module.check_mode:
-        if content_changed:
-            write_atomic(output, text.encode("utf-8"), SCORE_MODE)
-        elif mode_changed:
-            os.chmod(output, SCORE_MODE)
-    module.exit_json(changed=content_changed or mode_changed, score=score, output=output)
+        changed = ensure_content(output, text, SCORE_MODE, module.check_mode)
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (exc.filename or output, exc.strerror or exc))
+    module.exit_json(changed=changed, score=score, output=output)
 
 
 if __name__ == "__main__":

@@ -678,7 +678,7 @@ def write_files(out_dir: str | os.PathLike, outputs: Mapping[str, str]) -> dict[
 
     Files are replaced atomically with mode 0644, directories created 0755, whatever the umask.
     """
-    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+    from .node.fileio import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
 
     out = Path(out_dir)
     make_dirs(out, REPORT_DIR_MODE)

@@ -11,6 +11,11 @@ import shutil
 import subprocess
 import sys
 
+try:
+    from ansible.module_utils.fileio import ancestors, existing_ancestor, free_bytes
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import ancestors, existing_ancestor, free_bytes
+
 GIB = 1024 ** 3
 
 
@@ -38,15 +43,6 @@ def os_release(path="/etc/os-release"):
     return {"id": info.get("ID", ""), "version_id": info.get("VERSION_ID", ""),
             "pretty_name": info.get("PRETTY_NAME", "")}
 
-
-def existing_ancestor(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
 
 
 def mount_table(text):
@@ -87,15 +83,7 @@ def mount_of(path, mounts_file="/proc/mounts"):
 
 def _blocking_file(path):
     """The first existing component of ``path`` that is not a directory, or None."""
-    current = os.path.abspath(path)
-    chain = []
-    while True:
-        chain.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for component in reversed(chain):
+    for component in reversed(list(ancestors(path))):
         if not os.path.exists(component):
             return None
         if not os.path.isdir(component):
@@ -144,8 +132,7 @@ def disk_check(label, path, need_gb):
     the path unusable whatever the space (a file in its way, a read-only filesystem, no write
     permission): that is said as such, not as "0.0 GiB free"."""
     anchor = existing_ancestor(path)
-    usage = shutil.disk_usage(anchor)
-    free_gb = usage.free / GIB
+    free_gb = free_bytes(anchor) / GIB
     # Whole GiB and no "where it was measured": the summary stays the same from run to run
     # unless something real changed (directories created by the first run included).
     record = {"label": label, "path": path, "free_gb": round(free_gb), "need_gb": need_gb}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlperf_repro.node import campaign
+from mlperf_repro.node import campaign, fileio
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "mlperf_repro" / "node" / "campaign.py"
@@ -279,5 +279,5 @@ def test_write_json_leaves_no_temporary_file_when_it_fails(tmp_path):
     campaign.write_json(str(path), {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
-    assert campaign._rewrite_in_place(str(path), b'{"a": 2}\n')  # within the space it holds
+    assert fileio._rewrite_in_place(str(path), b'{"a": 2}\n')  # within the space it holds
     assert json.loads(path.read_text()) == {"a": 2}
