@@ -186,12 +186,8 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.gpu_facts import (check_expectations, collect, evaluate,
-                                                module_runner)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import (check_expectations, collect, evaluate,
-                                             module_runner)
+from ansible.module_utils.gpu_facts import (check_expectations, collect, evaluate,
+                                            module_runner)
 
 
 def main():

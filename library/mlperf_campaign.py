@@ -128,12 +128,8 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.campaign import CampaignError, manage
-    from ansible.module_utils.module_adapter import finish
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.campaign import CampaignError, manage
-    from mlperf_repro.node.module_adapter import finish
+from ansible.module_utils.campaign import CampaignError, manage
+from ansible.module_utils.module_adapter import finish
 
 
 def main():

@@ -138,12 +138,8 @@ files_recorded:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.data_steps import DataStepError, run_step
-    from ansible.module_utils.module_adapter import finish
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.data_steps import DataStepError, run_step
-    from mlperf_repro.node.module_adapter import finish
+from ansible.module_utils.data_steps import DataStepError, run_step
+from ansible.module_utils.module_adapter import finish
 
 
 def main():

@@ -195,12 +195,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-try:
-    from ansible.module_utils.fileio import write_json
-    from ansible.module_utils.r2_download import R2Error, fetch_dataset
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.fileio import write_json
-    from mlperf_repro.node.r2_download import R2Error, fetch_dataset
+from ansible.module_utils.fileio import write_json
+from ansible.module_utils.r2_download import R2Error, fetch_dataset
 
 
 def _progress_writer(path):

@@ -174,12 +174,8 @@ output_tail:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.module_adapter import finish
-    from ansible.module_utils.slurm_job import SlurmJobError, manage
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.module_adapter import finish
-    from mlperf_repro.node.slurm_job import SlurmJobError, manage
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.slurm_job import SlurmJobError, manage
 
 
 def main():

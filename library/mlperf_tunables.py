@@ -122,12 +122,8 @@ gfx_targets:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.module_adapter import finish
-    from ansible.module_utils.tunables import TunablesError, ensure
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.module_adapter import finish
-    from mlperf_repro.node.tunables import TunablesError, ensure
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.tunables import TunablesError, ensure
 
 
 def main():

@@ -78,12 +78,8 @@ record_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.module_adapter import finish
-    from ansible.module_utils.vendor_check import VendorCheckError, ensure_record
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.module_adapter import finish
-    from mlperf_repro.node.vendor_check import VendorCheckError, ensure_record
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.vendor_check import VendorCheckError, ensure_record
 
 
 def main():

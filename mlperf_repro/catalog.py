@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .node.campaign import RUNTIMES
+
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yml")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -176,9 +178,7 @@ class Catalog:
 SITE_CONFIG_FILE = "site_env.sh"
 
 
-#: The container runtimes a site may choose (mlperf_container_runtime); ``none`` runs the
-#: benchmark on the node itself (the smoke benchmark, which has no image).
-RUNTIMES = ("docker", "podman", "none")
+#: The container runtimes a site may choose: node/campaign.py's RUNTIMES.
 
 
 @functools.lru_cache(maxsize=1)

@@ -344,7 +344,7 @@ def package(result_dir: str | os.PathLike, out_dir: str | os.PathLike, org: str,
         shutil.rmtree(bench_dir)
     # Explicit modes whatever the umask: directories 0755, files 0644 (a submission is read by
     # MLCommons' tools and reviewers, written by no one else).
-    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+    from .node.fileio import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
     make_dirs(bench_dir, 0o755)
     make_dirs(org_dir / "systems", 0o755)
     system_path = org_dir / "systems" / f"{system}.json"

@@ -129,8 +129,11 @@ def makedirs(path, mode=0o755):
     fileio.make_dirs(path, mode)
 
 
-def log_name(index):
-    return "result_%d.txt" % index
+log_name = mllog_line.log_name
+
+#: The container runtimes a site may choose (mlperf_container_runtime); ``none`` runs the
+#: benchmark on the node itself (the smoke benchmark, which has no image).
+RUNTIMES = ("docker", "podman", "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +529,7 @@ def check_spec(spec):
     spec = dict(spec)
     spec["nexp"] = check_nexp(spec["nexp"])
     logdir_mode(spec)
-    if spec["runtime"] not in ("docker", "podman", "none"):
+    if spec["runtime"] not in RUNTIMES:
         raise CampaignError("spec.runtime: expected docker, podman or none, got %s"
                             % describe(spec["runtime"]))
     if spec.get("launcher", "native") not in LAUNCHERS:

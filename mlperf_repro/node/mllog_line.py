@@ -68,3 +68,9 @@ def metadata(found):
     """The ``metadata`` object of a record, or {} (absent or not an object)."""
     value = (found or {}).get("metadata")
     return value if isinstance(value, dict) else {}
+
+
+def log_name(index):
+    """The name of run ``index``'s MLLOG log in a campaign directory (as MLCommons' result sets
+    name them: result_0.txt, result_1.txt, ...)."""
+    return "result_%d.txt" % index

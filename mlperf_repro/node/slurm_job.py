@@ -310,7 +310,7 @@ def split_output(output_path, campaign_dir, write=True):
         data = handle.read()
     runs = []
     for index, chunk in enumerate(split_runs(data)):
-        name = "result_%d.txt" % index
+        name = mllog_line.log_name(index)
         lines = chunk.splitlines()
         record = {"index": index, "log": name, "lines": len(lines), "bytes": len(chunk)}
         record.update(describe_run(lines))

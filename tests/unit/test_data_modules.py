@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.node_alias import module_env
+
 from mlperf_repro.node import data_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +29,7 @@ def run_module(name, args, tmp_path, check_mode=False):
     args = dict(args, _ansible_check_mode=check_mode)
     path = tmp_path / f"args-{os.urandom(4).hex()}.json"
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = module_env()
     proc = subprocess.run([sys.executable, str(LIBRARY / f"{name}.py"), str(path)],
                           capture_output=True, text=True, env=env, timeout=60)
     path.unlink()
