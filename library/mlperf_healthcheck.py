@@ -143,12 +143,9 @@ command:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.healthcheck import (figure, mpirun_command, node_allreduce,
-                                                  node_command, parse_node_output)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.healthcheck import (figure, mpirun_command, node_allreduce,
-                                               node_command, parse_node_output)
+from ansible.module_utils.campaign import RUNTIMES
+from ansible.module_utils.healthcheck import BACKENDS, HealthcheckError, module_run
+from ansible.module_utils.module_adapter import finish
 
 
 def main():
@@ -157,9 +154,9 @@ def main():
             "mode": {"type": "str", "choices": ["node", "allreduce"], "default": "node"},
             "script": {"type": "path", "required": True},
             "python": {"type": "str", "default": "python3"},
-            "backend": {"type": "str", "choices": ["auto", "cpu", "torch"], "default": "auto"},
+            "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
             "options": {"type": "dict", "default": {}},
-            "runtime": {"type": "str", "choices": ["docker", "podman", "none"], "default": "none"},
+            "runtime": {"type": "str", "choices": list(RUNTIMES), "default": "none"},
             "image": {"type": "str", "default": ""},
             "container_flags": {"type": "list", "elements": "str", "default": []},
             "container_python": {"type": "str", "default": "python3"},
@@ -176,45 +173,12 @@ def main():
         },
         supports_check_mode=True,
     )
-    p = module.params
 
-    def run(argv, timeout=p["timeout"]):
-        rc, out, err = module.run_command(argv)
-        return rc, out, err
+    def run(argv, timeout=None):
+        return module.run_command(argv)
 
-    if p["mode"] == "allreduce":
-        try:  # caller mistakes fail before anything runs
-            argv = mpirun_command(p["hosts"], p["script"], python=p["python"], nbytes=p["bytes"],
-                                  iters=p["iters"], mpirun=p["mpirun"], mca=p["mca"],
-                                  extra_args=p["mpirun_args"], slurm=p["slurm"])
-        except ValueError as exc:
-            module.fail_json(msg="hosts: %s" % exc)
-        if module.check_mode:
-            module.exit_json(changed=False, figure=figure(p["figure"], None, skipped="check mode"),
-                             command=argv)
-        result = node_allreduce(p["hosts"], p["script"], run=run, figure_name=p["figure"],
-                                python=p["python"], nbytes=p["bytes"], iters=p["iters"],
-                                mpirun=p["mpirun"], mca=p["mca"], extra_args=p["mpirun_args"],
-                                slurm=p["slurm"])
-        result["details"]["pair"] = p["label"] or p["hosts"]
-        module.exit_json(changed=False, figure=result, command=argv)
-
-    try:
-        argv = node_command(p["script"], p["backend"], p["python"], p["options"], p["runtime"],
-                            p["image"], p["container_flags"], p["container_python"])
-    except ValueError as exc:
-        module.fail_json(msg="healthcheck: %s" % exc)
-    if module.check_mode:
-        module.exit_json(changed=False, result=None, command=argv)
-    rc, out, err = run(argv)
-    if rc != 0:  # the node's finding, reported with the others, not a crash of the play
-        module.exit_json(changed=False, command=argv,
-                         result={"figures": None, "error": "exit code %s: %s" % (rc, (err or out)[-2000:].strip())})
-    try:
-        result = parse_node_output(out)
-    except ValueError as exc:
-        module.exit_json(changed=False, command=argv, result={"figures": None, "error": str(exc)})
-    module.exit_json(changed=False, result=result, command=argv)
+    finish(module, "mlperf_healthcheck", (HealthcheckError,), module_run, module.params, run,
+           module.check_mode)
 
 
 if __name__ == "__main__":

@@ -641,6 +641,50 @@ def parse_node_output(stdout):
     return result
 
 
+class HealthcheckError(ValueError):
+    """A caller's mistake (bad hosts, backend, runtime, tools): refused before anything runs."""
+
+
+def module_run(params, run, check_mode=False):
+    """What ``library/mlperf_healthcheck.py`` does with its parameters: the node measurement
+    (``mode`` node) or the all-reduce across ``hosts`` (``mode`` allreduce). Bad input raises
+    HealthcheckError naming the option; a measurement that fails is returned as the node's
+    finding (``result.figures`` None and the error, or a figure without a value), not raised."""
+    p = params
+    if p["mode"] == "allreduce":
+        try:
+            argv = mpirun_command(p["hosts"], p["script"], python=p["python"], nbytes=p["bytes"],
+                                  iters=p["iters"], mpirun=p["mpirun"], mca=p["mca"],
+                                  extra_args=p["mpirun_args"], slurm=p["slurm"])
+        except ValueError as exc:
+            raise HealthcheckError("hosts: %s" % exc) from None
+        if check_mode:
+            return {"changed": False, "command": argv,
+                    "figure": figure(p["figure"], None, skipped="check mode")}
+        result = node_allreduce(p["hosts"], p["script"], run=run, figure_name=p["figure"],
+                                python=p["python"], nbytes=p["bytes"], iters=p["iters"],
+                                mpirun=p["mpirun"], mca=p["mca"], extra_args=p["mpirun_args"],
+                                slurm=p["slurm"])
+        result["details"]["pair"] = p["label"] or p["hosts"]
+        return {"changed": False, "figure": result, "command": argv}
+    try:
+        argv = node_command(p["script"], p["backend"], p["python"], p["options"], p["runtime"],
+                            p["image"], p["container_flags"], p["container_python"])
+    except ValueError as exc:
+        raise HealthcheckError("healthcheck: %s" % exc) from None
+    if check_mode:
+        return {"changed": False, "result": None, "command": argv}
+    rc, out, err = run(argv)
+    if rc != 0:  # the node's finding, reported with the others, not a crash of the play
+        return {"changed": False, "command": argv, "result": {
+            "figures": None, "error": "exit code %s: %s" % (rc, (err or out)[-2000:].strip())}}
+    try:
+        result = parse_node_output(out)
+    except ValueError as exc:
+        return {"changed": False, "command": argv, "result": {"figures": None, "error": str(exc)}}
+    return {"changed": False, "result": result, "command": argv}
+
+
 # ------------------------------------------------------------------------------ entry point
 def choose_backend(backend):
     """``auto``: torch when it imports (the benchmark image has it), else cpu."""
