@@ -367,3 +367,15 @@ def test_module_measures_this_machine(capsys):
     out = run_module({"script": "/nonexistent/healthcheck.py", "python": sys.executable}, capsys)
     assert not out.get("failed") and out["result"]["figures"] is None
     assert "exit code 2" in out["result"]["error"]
+
+
+def test_telemetry_nobody_can_judge_flags_nobody():
+    def run(argv, timeout=None):
+        if argv[0] == "nvidia-smi":
+            return 127, "", "nvidia-smi: command not found"
+        return 0, '[{"gpu": 0}]', ""
+    (item,) = hc.gpu_telemetry(run)
+    assert item["name"] == "gpu_telemetry" and item["value"] is None
+    results = {h: {"figures": [dict(item)]} for h in ("a", "b", "c")}
+    data = health.load_thresholds()
+    assert health.evaluate(results, health.thresholds_for(data, "MI355X"))["flagged"] == []
