@@ -40,7 +40,7 @@ DIRECTIONS = ("lower", "higher")
 RECIPES = ("container_script", "r2", "r2_then_convert", "synthetic")
 #: Benchmark values a system may set for itself: an implementation of another vendor has its
 #: own image, code location, mounts, data recipe and config preamble.
-PLATFORM_OVERRIDES = ("image", "container_name", "code_path_in_image", "mounts", "required_env",
+PLATFORM_OVERRIDES = ("title", "image", "container_name", "code_path_in_image", "mounts", "required_env",
                       "dataset", "config_preamble", "disk_gb")
 
 
@@ -157,7 +157,7 @@ class Catalog:
                     f"with it in $((...))), got {env[str(key)]!r}")
         return {
             "benchmark": bench.name,
-            "title": bench.title,
+            "title": own.get("title", bench.title),
             "system": plat.name,
             "gpu": plat.gpu,
             "nodes": plat.nodes,
@@ -419,7 +419,7 @@ def _overrides(spec: Mapping[str, Any], bench: Benchmark, where: str, path: Path
             value = _string(value, at, path)
             if ":" not in value:
                 raise CatalogError(f"{path}: {at}: expected repository:tag, got {value!r}")
-        elif key in ("container_name", "code_path_in_image"):
+        elif key in ("title", "container_name", "code_path_in_image"):
             value = _string(value, at, path)
         elif key == "config_preamble":
             value = str(value)

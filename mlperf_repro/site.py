@@ -519,7 +519,8 @@ def validate(site: Mapping[str, Any], groups: Mapping[str, list] | None,
     if not problems:
         try:
             spec = catalog.resolve(str(site["mlperf_benchmark"]), str(site["mlperf_system"]),
-                                   dict(site.get("mlperf_site_env") or {}))
+                                   dict(site.get("mlperf_site_env") or {}),
+                                   gpu_platform=site.get("mlperf_platform"))
         except CatalogError as exc:
             problems.append(str(exc))
     return {"problems": problems, "spec": spec}
@@ -533,6 +534,9 @@ SITE_VARS: dict[str, Any] = {
     "mlperf_provision": None, "mlperf_site_env": {}, "mlperf_allow_partial": False,
     "mlperf_slurm_partition": None, "tunables_mode": "off", "rocm_version": None,
     "rocm_amdgpu_version": None, "preflight_min_rocm_version": None, "mlperf_campaign": None,
+    # the GPU platform (mlperf_repro/platforms.yml): must agree with the catalog system's, and
+    # chooses one for a system that names none (the smoke benchmark's GPU_1x1x1)
+    "mlperf_platform": None,
 }
 
 

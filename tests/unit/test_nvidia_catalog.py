@@ -1,0 +1,128 @@
+"""The NVIDIA catalog entries are the published v5.1 configs, value for value (issue 16, item 4).
+
+The published files (mlcommons/training_results_v5.1 at 441d65f, copied to tests/data/nvidia-v5.1
+with the files they source) are read as data (tests/infra/shell_assignments.py: nothing in them
+runs), and compared with:
+- the catalog's resolved config for each of the three systems;
+- what ``plan`` on ``inventory/h200`` renders for the node: the config_<SYSTEM>.sh of its diff,
+  read as data and sourced by bash beside the published file (same exported environment);
+and the catalog's reference score is what the project's scorer computes from the published set.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlperf_repro import api
+from mlperf_repro.catalog import load_catalog
+from mlperf_repro.scoring import score_directory
+from tests.infra.shell_assignments import published_assignments
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "nvidia-v5.1"
+
+#: (benchmark, system, the published config, names the catalog leaves to the image with why)
+PUBLISHED = [
+    ("llama2_70b_lora", "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1",
+     DATA / "lora_h200" / "config_XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1.sh", {}),
+    ("llama31_8b", "DGXB200_1x8x2xtp1pp1cp1_8b",
+     DATA / "llama31_8b_b200" / "config_DGXB200_1x8x2xtp1pp1cp1_8b.sh", {}),
+    ("flux1", "DGXB200_04x08x32", DATA / "flux1_b200" / "config_DGXB200_04x08x32.sh",
+     {"EXP_NAME": "a command substitution ($(date ...)): a catalog value never runs a command"}),
+]
+
+
+def published_expected(system, config, left_out):
+    env = published_assignments(config)
+    # DGXSYSTEM is computed there from the file's own name: config_<system>.sh
+    assert "basename" in env.pop("DGXSYSTEM")
+    expected = {"DGXSYSTEM": system}
+    expected.update({k: v for k, v in env.items() if k not in left_out})
+    return expected
+
+
+@pytest.mark.parametrize("benchmark,system,config,left_out", PUBLISHED,
+                         ids=[s for _, s, _, _ in PUBLISHED])
+def test_the_catalog_holds_the_published_config_value_for_value(benchmark, system, config, left_out):
+    spec = load_catalog().resolve(benchmark, system)
+    expected = published_expected(system, config, left_out)
+    assert spec["catalog_env"] == expected
+    assert spec["platform"] == "nvidia" and spec["platform_spec"]["driver_role"] == "nvidia_driver"
+    # what the catalog cannot hold is only what the entry says it leaves to the image
+    assert set(published_assignments(config)) - set(spec["catalog_env"]) == set(left_out)
+    nodes, gpus = int(expected["DGXNNODES"]), int(expected["DGXNGPU"])
+    assert (spec["nodes"], spec["gpus_per_node"]) == (nodes, gpus)
+    # the image the README builds (FROM nvcr.io/nvidia/pytorch:25.09-py3)
+    assert spec["image"].startswith("mlperf-nvidia:") and spec["reference"]["result_set"]
+
+
+def test_the_h200_reference_is_what_the_scorer_computes_from_the_published_set():
+    spec = load_catalog().resolve("llama2_70b_lora", "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1")
+    score = score_directory(DATA / "lora_h200" / "results", ruleset="5.1.0")
+    data = score.to_dict() if hasattr(score, "to_dict") else score
+    assert data["valid"], data
+    assert round(data["score_minutes"], 2) == spec["reference"]["score_minutes"] == 23.53
+    assert spec["reference"]["submitter"] == "Dell"
+
+
+def _h200_inventory(tmp_path):
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventory" / "h200", inv)
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    node = hosts["all"]["children"]["mlperf_nodes"]["hosts"]
+    assert list(node) == ["h200-node1"]
+    node["h200-node1"] = {"ansible_connection": "local",
+                          "ansible_python_interpreter": os.environ.get("PYTHON", str(Path(
+                              ROOT / ".venv" / "bin" / "python")))}
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return inv
+
+
+def _rendered(diff_text):
+    lines = [line[1:] for line in diff_text.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return "\n".join(lines) + "\n"
+
+
+def _sourced(path, cwd):
+    """The environment bash exports after sourcing ``path`` (an empty environment around it)."""
+    out = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "bash", "-c",
+                          'set -a; . "$1" >/dev/null; env -0', "bash", str(path)],
+                         cwd=cwd, capture_output=True, check=True).stdout
+    env = dict(item.split("=", 1) for item in out.decode().split("\0") if item)
+    for name in ("PWD", "SHLVL", "_", "OLDPWD", "PATH"):
+        env.pop(name, None)
+    return env
+
+
+def test_plan_on_inventory_h200_renders_the_published_lora_config_value_for_value(tmp_path):
+    inv = _h200_inventory(tmp_path)
+    work = tmp_path / "work"
+    system = "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1"
+    # The node's code directory as the render stage leaves it after copying the code out of an
+    # image that has no config for this system (the image is built by the site, README 3.1): the
+    # catalog's config is rendered, and plan shows it.
+    code = work / "code" / "llama2_70b_lora"
+    code.mkdir(parents=True)
+    (code / ".copied-from-image").touch()
+    extravars = {"ansible_user": os.environ.get("USER", "root"),
+                 "mlperf_datadir": str(tmp_path / "data"), "mlperf_logdir": str(tmp_path / "logs"),
+                 "mlperf_workdir": str(work), "mlperf_results_dir": str(tmp_path / "results"),
+                 "mlperf_container_runtime": "podman"}
+    plan = api.plan(str(inv), tags="render", extravars=extravars,
+                    private_data_dir=tmp_path / "runner")
+    assert plan.ok, plan.failed_tasks
+    diffs = [d for d in plan.diffs if (d.path or "").endswith(f"config_{system}.sh")]
+    assert len(diffs) == 1, [d.path for d in plan.diffs]
+    rendered = tmp_path / f"config_{system}.sh"
+    rendered.write_text(_rendered(diffs[0].diff))
+    assert not (code / f"config_{system}.sh").exists()  # plan changed nothing
+    config = DATA / "lora_h200" / f"config_{system}.sh"
+    # as data: every published assignment, the same value, nothing else
+    assert published_assignments(rendered) == published_expected(system, config, {})
+    # as the shell sees them: the same exported environment as the published file sourced
+    assert _sourced(rendered, tmp_path) == _sourced(config, config.parent)
