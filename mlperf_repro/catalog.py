@@ -17,8 +17,8 @@ DEFAULT_CATALOG = Path(__file__).with_name("catalog.yml")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: Config names: <system>_<nodes>x<gpus per node>x<per-GPU batch or variant>, as the published
-#: config_<name>.sh files are named (MI355X_1x8x1, MI325X_08x08x32, DGXB200_04x08x32), optionally
-#: with the parallelism (``xtp1pp1cp1``) and a variant suffix (``_8b``) of NVIDIA's names.
+#: config_<name>.sh files are named (catalog.yml's systems), optionally with the parallelism
+#: (``xtp1pp1cp1``) and a variant suffix (``_8b``) some vendors' names carry.
 SYSTEM_RE = re.compile(r"^(?P<gpu>[A-Za-z0-9][A-Za-z0-9-]*?)_(?P<nodes>\d+)x(?P<gpus>\d+)x(?P<variant>\d+)"
                        r"(?:xtp\d+pp\d+cp\d+)?(?:_[a-z0-9]+)?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,7 +104,7 @@ class Benchmark:
             return self.platforms[name]
         except KeyError:
             raise CatalogError(
-                f"benchmark {self.name!r} has no platform {name!r}: AMD published "
+                f"benchmark {self.name!r} has no platform {name!r}: the catalog has "
                 f"{', '.join(sorted(self.platforms))}"
             ) from None
 
@@ -301,8 +301,8 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
     match = SYSTEM_RE.match(name)
     if not match:
         raise CatalogError(
-            f"{path}: {where}: expected a config name like MI355X_1x8x1, MI325X_08x08x32 or "
-            "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1")
+            f"{path}: {where}: expected a config name <system>_<nodes>x<gpus>x<batch>, optionally "
+            "followed by xtp<n>pp<n>cp<n> and a _suffix (as the published config_<name>.sh)")
     gpu = _string(spec.get("gpu"), f"{where}.gpu", path)
     gpu_platform = _gpu_platform(spec.get("platform"), gpu, where, path)
     overrides = _overrides(spec, bench, where, path)

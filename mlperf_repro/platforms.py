@@ -1,6 +1,6 @@
 """GPU platforms as data: ``platforms.yml`` loaded, validated, and the choice of one.
 
-A platform (``amd``, ``nvidia``) holds everything vendor-specific the chain needs: the GPU facts
+A platform (one entry of ``platforms.yml``) holds everything vendor-specific the chain needs: the GPU facts
 module, the driver-stack role, the container options that give a container the GPUs, the
 collective-library environment, version checks, PCI IDs to product names and what each product
 is expected to have. Every error names the file, the key and what was expected.
@@ -32,12 +32,12 @@ VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
 RUNTIMES = ("docker", "podman")
 #: A container option is one argv word: ``--name`` or ``--name=value`` with no shell in it.
 OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:=,@+-]+)?$")
-#: Below the nominal memory, what the tools report is still this platform's product: nvidia-smi
-#: and amd-smi report the usable memory (H200: 141 GB nominal, 143771 MiB = 140.4 GiB).
+#: Below the nominal memory, what the tools report is still this platform's product: the vendors'
+#: tools report the usable memory, a little less than the data sheet's figure (platforms.yml).
 MEMORY_TOLERANCE = 0.95
 REQUIRED = ("title", "vendor", "pci_vendor_id", "gpu_facts_module", "gpu_query_commands",
             "driver_role", "collective_library", "collective_env", "container_options",
-            "torch_device", "version_checks", "pci_ids", "products", "health")
+            "torch_device", "version_checks", "pci_ids", "products", "health", "code")
 
 
 class PlatformError(ValueError):
@@ -61,6 +61,8 @@ class Platform:
     pci_ids: dict[str, str]
     products: dict[str, dict[str, int]]
     health: dict[str, Any]
+    #: The project's files (paths from the project root) that are this platform's own.
+    code: tuple[str, ...] = ()
 
     def options_for(self, runtime: str) -> list[str]:
         """The options that give a ``runtime`` container this platform's GPUs."""
@@ -71,7 +73,7 @@ class Platform:
         return list(self.container_options[runtime])
 
     def product_for_pci_id(self, device_id: str | int) -> str | None:
-        """``0x2335`` / ``"2335"`` / ``9013`` -> ``"H200"``; None for an unknown ID."""
+        """``0x2335`` / ``"2335"`` / ``9013`` -> the product ``pci_ids`` names; None if unknown."""
         key = _pci_key(device_id)
         return None if key is None else self.pci_ids.get(key)
 
@@ -94,6 +96,7 @@ class Platform:
             "pci_ids": dict(self.pci_ids),
             "products": {k: dict(v) for k, v in self.products.items()},
             "health": dict(self.health),
+            "code": list(self.code),
         }
 
 
@@ -111,7 +114,7 @@ class Platforms:
                 f"({self.path})") from None
 
     def for_product(self, product: str) -> Platform | None:
-        """The platform whose products include ``product`` (``MI355X``, ``H200``), or None."""
+        """The platform whose products (or PCI ID names) include ``product``, or None."""
         for platform in self.platforms.values():
             if product in platform.products or product in platform.pci_ids.values():
                 return platform
@@ -257,7 +260,19 @@ def _platform(name: str, spec: Any, path: Path) -> Platform:
         pci_ids=dict(pci_ids),
         products=parsed_products,
         health=dict(_mapping(spec["health"], f"{where}.health", path)),
+        code=_code(spec["code"], f"{where}.code", path),
     )
+
+
+def _code(value: Any, where: str, path: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlatformError(f"{path}: {where}: expected a list of paths, got {value!r}")
+    for item in value:
+        parts = item.split("/")
+        if item.startswith("/") or ".." in parts or "" in parts:
+            raise PlatformError(f"{path}: {where}: {item!r} is not a path inside the project "
+                                "(relative, no .., no empty part)")
+    return tuple(value)
 
 
 def choose(system_platform: str | None, inventory_platform: Any, system: str,

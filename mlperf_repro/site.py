@@ -26,6 +26,8 @@ import yaml
 
 from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, UNSAFE_VALUE_RE, load_catalog,
                       type_name)
+from .platforms import PlatformError
+from .platforms import choose as choose_platform
 
 FILL_IN = "FILL_IN"
 RUNTIMES = ("docker", "podman", "none")
@@ -188,6 +190,10 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     except CatalogError as exc:
         problems.append(f"mlperf_benchmark/mlperf_system: {exc}")
         return problems
+    try:  # the platform follows from the system, or the inventory names it; never both apart
+        choose_platform(plat.gpu_platform, site.get("mlperf_platform"), plat.name)
+    except PlatformError as exc:
+        problems.append(str(exc))
 
     if plat.launch == "local" and runtime not in (None, "none"):
         problems.append(f"mlperf_container_runtime must be none for {bench.name} (it has no "
