@@ -37,7 +37,10 @@ OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:=,@+-]+)?$")
 MEMORY_TOLERANCE = 0.95
 REQUIRED = ("title", "vendor", "pci_vendor_id", "gpu_facts_module", "gpu_query_commands",
             "driver_role", "collective_library", "collective_env", "container_options",
-            "torch_device", "version_checks", "pci_ids", "products", "health", "code")
+            "torch_device", "slurm_container", "version_checks", "pci_ids", "products", "health",
+            "code")
+#: How a Slurm job runs the benchmark's container on each node.
+SLURM_CONTAINERS = ("docker", "pyxis")
 
 
 class PlatformError(ValueError):
@@ -57,6 +60,7 @@ class Platform:
     collective_env: dict[str, str]
     container_options: dict[str, tuple[str, ...]]
     torch_device: str
+    slurm_container: str
     version_checks: dict[str, dict[str, str]]
     pci_ids: dict[str, str]
     products: dict[str, dict[str, int]]
@@ -92,6 +96,7 @@ class Platform:
             "collective_env": dict(self.collective_env),
             "container_options": {k: list(v) for k, v in self.container_options.items()},
             "torch_device": self.torch_device,
+            "slurm_container": self.slurm_container,
             "version_checks": {k: dict(v) for k, v in self.version_checks.items()},
             "pci_ids": dict(self.pci_ids),
             "products": {k: dict(v) for k, v in self.products.items()},
@@ -256,12 +261,20 @@ def _platform(name: str, spec: Any, path: Path) -> Platform:
         collective_env={str(k): str(v) for k, v in collective_env.items()},
         container_options=parsed_options,
         torch_device=_string(spec["torch_device"], f"{where}.torch_device", path),
+        slurm_container=_slurm_container(spec["slurm_container"], f"{where}.slurm_container", path),
         version_checks=parsed_checks,
         pci_ids=dict(pci_ids),
         products=parsed_products,
         health=dict(_mapping(spec["health"], f"{where}.health", path)),
         code=_code(spec["code"], f"{where}.code", path),
     )
+
+
+def _slurm_container(value: Any, where: str, path: Path) -> str:
+    if value not in SLURM_CONTAINERS:
+        raise PlatformError(f"{path}: {where}: expected one of {', '.join(SLURM_CONTAINERS)}, "
+                            f"got {value!r}")
+    return value
 
 
 def _code(value: Any, where: str, path: Path) -> tuple[str, ...]:

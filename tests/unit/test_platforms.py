@@ -89,6 +89,8 @@ BAD = [
      "product 'MI300X' is named by both platform 'amd' and 'nvidia'"),
     (("platforms", "NVIDIA"), {}, "'NVIDIA' is not a platform name"),
     (("schema_version",), 2, "schema_version: expected 1, got 2"),
+    (("platforms", "nvidia", "slurm_container"), "singularity",
+     "platforms.nvidia.slurm_container: expected one of docker, pyxis, got 'singularity'"),
 ]
 
 
