@@ -9,9 +9,11 @@ runs), and compared with:
 and the catalog's reference score is what the project's scorer computes from the published set.
 """
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,16 @@ def test_plan_on_inventory_h200_renders_the_published_lora_config_value_for_valu
     assert published_assignments(rendered) == published_expected(system, config, {})
     # as the shell sees them: the same exported environment as the published file sourced
     assert _sourced(rendered, tmp_path) == _sourced(config, config.parent)
+
+
+def test_the_published_h200_logs_are_held_against_dells_reference():
+    # the logs call themselves 1xXE9680Lx8H200-SXM-141GB: the catalog's one 1-node H200 system
+    out = subprocess.run([str(Path(sys.executable).parent / "mlperf-repro"), "score", "--ruleset",
+                          "5.1.0", "--json", str(DATA / "lora_h200" / "results")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["platform"]["catalog_platform"] == "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1"
+    versus = data["versus_reference"]
+    assert versus["sentence"].startswith("1.00x the time of Dell's H200 submission (results "
+                                         "Dell/results/1xXE9680Lx8H200-SXM-141GB/llama2_70b_lora)")
