@@ -43,10 +43,11 @@ def _value(raw: str) -> str:
     return words[0]
 
 
-def published_assignments(path: str | Path) -> dict[str, str]:
-    """``{NAME: value text}`` after reading ``path`` and what it sources, in order."""
+def published_assignments(path: str | Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``{NAME: value text}`` after reading ``path`` and what it sources, in order (a sourced
+    file's ``unset`` removes what an earlier file set)."""
     path = Path(path)
-    env: dict[str, str] = {}
+    env = {} if env is None else env
     depth = 0
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.strip()
@@ -64,9 +65,7 @@ def published_assignments(path: str | Path) -> dict[str, str]:
         if match:
             # a name in the file name (config_common_gbs_${BATCHSIZE}.sh) is one set above
             name = _NAME_REF_RE.sub(lambda m: env[m.group("name")], match.group("file"))
-            for key, value in published_assignments(path.parent / name).items():
-                env.pop(key, None)
-                env[key] = value
+            published_assignments(path.parent / name, env)
             continue
         match = _UNSET_RE.match(text)
         if match:

@@ -71,15 +71,17 @@ def test_the_h200_reference_is_what_the_scorer_computes_from_the_published_set()
     assert spec["reference"]["submitter"] == "Dell"
 
 
-def _h200_inventory(tmp_path):
+def _inventory(tmp_path, name):
+    """inventory/<name> as shipped, its hosts reached locally (every other value as written)."""
     inv = tmp_path / "inventory"
-    shutil.copytree(ROOT / "inventory" / "h200", inv)
+    shutil.copytree(ROOT / "inventory" / name, inv)
     hosts = yaml.safe_load((inv / "hosts.yml").read_text())
-    node = hosts["all"]["children"]["mlperf_nodes"]["hosts"]
-    assert list(node) == ["h200-node1"]
-    node["h200-node1"] = {"ansible_connection": "local",
-                          "ansible_python_interpreter": os.environ.get("PYTHON", str(Path(
-                              ROOT / ".venv" / "bin" / "python")))}
+    python = str(Path(sys.executable))
+    for group in hosts["all"]["children"].values():
+        for host, values in list((group.get("hosts") or {}).items()):
+            if values and values.get("ansible_host") == "FILL_IN":
+                group["hosts"][host] = {"ansible_connection": "local",
+                                        "ansible_python_interpreter": python}
     (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
     return inv
 
@@ -93,7 +95,7 @@ def _rendered(diff_text):
 def _sourced(path, cwd):
     """The environment bash exports after sourcing ``path`` (an empty environment around it)."""
     out = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "bash", "-c",
-                          'set -a; . "$1" >/dev/null; env -0', "bash", str(path)],
+                          '. "$1" >/dev/null; env -0', "bash", str(path)],
                          cwd=cwd, capture_output=True, check=True).stdout
     env = dict(item.split("=", 1) for item in out.decode().split("\0") if item)
     for name in ("PWD", "SHLVL", "_", "OLDPWD", "PATH"):
@@ -101,14 +103,22 @@ def _sourced(path, cwd):
     return env
 
 
-def test_plan_on_inventory_h200_renders_the_published_lora_config_value_for_value(tmp_path):
-    inv = _h200_inventory(tmp_path)
+#: (inventory, benchmark, system, the published config): what plan renders on each inventory
+PLANNED = [("h200", "llama2_70b_lora", "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1",
+            DATA / "lora_h200" / "config_XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1.sh"),
+           ("b200", "llama31_8b", "DGXB200_1x8x2xtp1pp1cp1_8b",
+            DATA / "llama31_8b_b200" / "config_DGXB200_1x8x2xtp1pp1cp1_8b.sh")]
+
+
+@pytest.mark.parametrize("name,benchmark,system,config", PLANNED, ids=[p[0] for p in PLANNED])
+def test_plan_on_the_inventory_renders_the_published_config_value_for_value(
+        tmp_path, name, benchmark, system, config):
+    inv = _inventory(tmp_path, name)
     work = tmp_path / "work"
-    system = "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1"
     # The node's code directory as the render stage leaves it after copying the code out of an
     # image that has no config for this system (the image is built by the site, README 3.1): the
     # catalog's config is rendered, and plan shows it.
-    code = work / "code" / "llama2_70b_lora"
+    code = work / "code" / benchmark
     code.mkdir(parents=True)
     (code / ".copied-from-image").touch()
     extravars = {"ansible_user": os.environ.get("USER", "root"),
@@ -123,7 +133,6 @@ def test_plan_on_inventory_h200_renders_the_published_lora_config_value_for_valu
     rendered = tmp_path / f"config_{system}.sh"
     rendered.write_text(_rendered(diffs[0].diff))
     assert not (code / f"config_{system}.sh").exists()  # plan changed nothing
-    config = DATA / "lora_h200" / f"config_{system}.sh"
     # as data: every published assignment, the same value, nothing else
     assert published_assignments(rendered) == published_expected(system, config, {})
     # as the shell sees them: the same exported environment as the published file sourced
