@@ -35,7 +35,7 @@ OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_./:=,@+-]+)?$")
 #: Below the nominal memory, what the tools report is still this platform's product: the vendors'
 #: tools report the usable memory, a little less than the data sheet's figure (platforms.yml).
 MEMORY_TOLERANCE = 0.95
-REQUIRED = ("title", "vendor", "pci_vendor_id", "gpu_facts_module", "gpu_query_commands",
+REQUIRED = ("title", "vendor", "accelerator_name", "pci_vendor_id", "gpu_facts_module", "gpu_query_commands",
             "driver_role", "collective_library", "collective_env", "container_options",
             "torch_device", "slurm_container", "version_checks", "pci_ids", "products", "health",
             "code")
@@ -52,6 +52,7 @@ class Platform:
     name: str
     title: str
     vendor: str
+    accelerator_name_format: str
     pci_vendor_id: str
     gpu_facts_module: str
     gpu_query_commands: tuple[str, ...]
@@ -81,6 +82,10 @@ class Platform:
         key = _pci_key(device_id)
         return None if key is None else self.pci_ids.get(key)
 
+    def accelerator_name(self, product: str) -> str:
+        """A product's full name (``accelerator_name`` with ``{product}`` replaced)."""
+        return self.accelerator_name_format.replace("{product}", product)
+
     def expected_memory_gib(self, product: str) -> float | None:
         """The least memory per GPU (GiB) a healthy ``product`` reports; None if unknown."""
         spec = self.products.get(product)
@@ -90,6 +95,7 @@ class Platform:
         """Plain data (what validation puts in ``mlperf_spec.platform_spec``)."""
         return {
             "name": self.name, "title": self.title, "vendor": self.vendor,
+            "accelerator_name": self.accelerator_name_format,
             "pci_vendor_id": self.pci_vendor_id, "gpu_facts_module": self.gpu_facts_module,
             "gpu_query_commands": list(self.gpu_query_commands), "driver_role": self.driver_role,
             "collective_library": self.collective_library,
@@ -176,6 +182,10 @@ def _platform(name: str, spec: Any, path: Path) -> Platform:
     if unknown:
         raise PlatformError(f"{path}: {where}: unknown key(s) {', '.join(map(str, unknown))}: "
                             f"expected {', '.join(REQUIRED)}")
+    accelerator = _string(spec["accelerator_name"], f"{where}.accelerator_name", path)
+    if "{product}" not in accelerator:
+        raise PlatformError(f"{path}: {where}.accelerator_name: expected a name holding "
+                            f"{{product}}, got {accelerator!r}")
     vendor_id = _string(spec["pci_vendor_id"], f"{where}.pci_vendor_id", path)
     if not VENDOR_ID_RE.match(vendor_id):
         raise PlatformError(f"{path}: {where}.pci_vendor_id: expected 4 lower-case hex digits "
@@ -253,6 +263,7 @@ def _platform(name: str, spec: Any, path: Path) -> Platform:
         name=name,
         title=_string(spec["title"], f"{where}.title", path),
         vendor=_string(spec["vendor"], f"{where}.vendor", path),
+        accelerator_name_format=accelerator,
         pci_vendor_id=vendor_id,
         gpu_facts_module=spec["gpu_facts_module"],
         gpu_query_commands=tuple(commands),

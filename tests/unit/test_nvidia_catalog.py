@@ -150,3 +150,11 @@ def test_the_published_h200_logs_are_held_against_dells_reference():
     versus = data["versus_reference"]
     assert versus["sentence"].startswith("1.00x the time of Dell's H200 submission (results "
                                          "Dell/results/1xXE9680Lx8H200-SXM-141GB/llama2_70b_lora)")
+
+
+def test_a_submission_package_names_the_nvidia_accelerator():
+    from mlperf_repro.package import system_description
+
+    desc, _ = system_description("Dell", "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1", "llama2_70b_lora")
+    assert desc["accelerator_model_name"] == "NVIDIA H200"
+    assert (desc["number_of_nodes"], desc["accelerators_per_node"]) == ("1", "8")

@@ -52,6 +52,12 @@ def test_a_pci_device_id_names_its_product(device_id, product):
     assert names == ({product} if product else set())
 
 
+def test_a_product_gets_its_full_name():
+    platforms = load_platforms()
+    assert platforms.get("nvidia").accelerator_name("H200") == "NVIDIA H200"
+    assert platforms.get("amd").accelerator_name("MI355X") == "AMD Instinct MI355X"
+
+
 def test_the_memory_floor_is_below_what_the_tools_report_for_a_healthy_gpu():
     # an H200 reports 143771 MiB (nvidia-smi); an MI300X 196592 MiB (amd-smi, tests/data)
     platforms = load_platforms()
@@ -89,6 +95,7 @@ BAD = [
      "product 'MI300X' is named by both platform 'amd' and 'nvidia'"),
     (("platforms", "NVIDIA"), {}, "'NVIDIA' is not a platform name"),
     (("schema_version",), 2, "schema_version: expected 1, got 2"),
+    (("platforms", "nvidia", "accelerator_name"), "NVIDIA GPU", "accelerator_name: expected a name holding {product}"),
     (("platforms", "nvidia", "slurm_container"), "singularity",
      "platforms.nvidia.slurm_container: expected one of docker, pyxis, got 'singularity'"),
 ]
