@@ -69,12 +69,26 @@ def sbatch_options(spec, *, job_name, time_limit, output, partition="", extra=()
     return options
 
 
+#: Stands for the job's own LOGDIR (``logdir_per_job``) until the words are quoted.
+_LOGDIR_MARK = "\0LOGDIR\0"
+
+
+def _quote(word):
+    """``word`` shell-quoted, with the LOGDIR mark left to the shell as ``"${LOGDIR}"``."""
+    return '"${LOGDIR}"'.join(shlex.quote(part) if part else "''"
+                               for part in word.split(_LOGDIR_MARK))
+
+
 def job_script(spec, *, code_dir, datadir, logdir, nexp, job_name, time_limit, output,
-               partition="", root_seed=None, modeldir=None, extra_sbatch=()):
-    """The text of ``run.sub`` for ``spec`` (a resolved benchmark on a Pyxis cluster)."""
+               partition="", root_seed=None, modeldir=None, extra_sbatch=(), logdir_per_job=False):
+    """The text of ``run.sub`` for ``spec`` (a resolved benchmark on a Pyxis cluster).
+
+    ``logdir_per_job``: ``logdir`` is a root, and each job writes into a fresh
+    ``<logdir>/job-$SLURM_JOB_ID`` (created 2770), as the hand-use job.sh does.
+    """
     q = shlex.quote
-    values = {"DATADIR": datadir, "LOGDIR": logdir, "CODEDIR": code_dir,
-              "MODEL": modeldir or datadir}
+    values = {"DATADIR": datadir, "LOGDIR": _LOGDIR_MARK if logdir_per_job else logdir,
+              "CODEDIR": code_dir, "MODEL": modeldir or datadir}
     run_opts = container_options(spec, values)
     setup_opts = [o for o in run_opts if o.startswith(("--container-image=", "--container-name="))]
     setup_opts += list(PYXIS_DEFAULTS)
@@ -95,7 +109,9 @@ def job_script(spec, *, code_dir, datadir, logdir, nexp, job_name, time_limit, o
         "umask 0007",
         "export CONT=%s" % q(spec["image"]),
         "export DATADIR=%s" % q(datadir),
-        "export LOGDIR=%s" % q(logdir),
+        ("export LOGDIR=%s/job-\"${SLURM_JOB_ID:?run this script with sbatch}\"\n"
+         "mkdir -p \"$LOGDIR\" && chmod 2770 \"$LOGDIR\"" % q(logdir.rstrip("/") or "/"))
+        if logdir_per_job else "export LOGDIR=%s" % q(logdir),
         "export DGXSYSTEM=%s" % q(spec["system"]),
         "export NEXP=%d" % int(nexp),
         seed,
@@ -112,7 +128,7 @@ def job_script(spec, *, code_dir, datadir, logdir, nexp, job_name, time_limit, o
         "for (( _k = 0; _k < NEXP; _k++ )); do",
         "    export SEED=$(( ROOT_SEED + 1000 * _k ))",
         "    srun -l --mpi=\"${SLURM_MPI_TYPE:-pmix}\" --ntasks-per-node=%d \\" % int(spec["gpus_per_node"]),
-        "        %s \\" % " \\\n        ".join(q(o) for o in run_opts),
+        "        %s \\" % " \\\n        ".join(_quote(o) for o in run_opts),
         "        %s > \"${LOGDIR}/result_${_k}.txt\" 2>&1 || echo \"run ${_k}: exit $?\"" % " ".join(RUN_COMMAND),
         "done",
         "",
