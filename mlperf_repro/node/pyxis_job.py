@@ -80,11 +80,15 @@ def _quote(word):
 
 
 def job_script(spec, *, code_dir, datadir, logdir, nexp, job_name, time_limit, output,
-               partition="", root_seed=None, modeldir=None, extra_sbatch=(), logdir_per_job=False):
+               partition="", root_seed=None, modeldir=None, extra_sbatch=(), logdir_per_job=False,
+               results_in_output=False):
     """The text of ``run.sub`` for ``spec`` (a resolved benchmark on a Pyxis cluster).
 
     ``logdir_per_job``: ``logdir`` is a root, and each job writes into a fresh
     ``<logdir>/job-$SLURM_JOB_ID`` (created 2770), as the hand-use job.sh does.
+    ``results_in_output``: every run writes to the job's output (the run stage cuts it into
+    ``result_<k>.txt`` at the runs' ``init_start``, node/slurm_job.py); else each run writes
+    ``$LOGDIR/result_<k>.txt`` itself.
     """
     q = shlex.quote
     values = {"DATADIR": datadir, "LOGDIR": _LOGDIR_MARK if logdir_per_job else logdir,
@@ -129,7 +133,9 @@ def job_script(spec, *, code_dir, datadir, logdir, nexp, job_name, time_limit, o
         "    export SEED=$(( ROOT_SEED + 1000 * _k ))",
         "    srun -l --mpi=\"${SLURM_MPI_TYPE:-pmix}\" --ntasks-per-node=%d \\" % int(spec["gpus_per_node"]),
         "        %s \\" % " \\\n        ".join(_quote(o) for o in run_opts),
-        "        %s > \"${LOGDIR}/result_${_k}.txt\" 2>&1 || echo \"run ${_k}: exit $?\"" % " ".join(RUN_COMMAND),
+        "        %s%s || echo \"run ${_k}: exit $?\"" % (
+            " ".join(RUN_COMMAND),
+            " 2>&1" if results_in_output else " > \"${LOGDIR}/result_${_k}.txt\" 2>&1"),
         "done",
         "",
     ]

@@ -62,3 +62,10 @@ def test_a_mount_without_its_value_is_refused():
     spec = dict(SPEC, mounts=[{"host": "{SCRATCH}/x", "container": "/x"}])
     with pytest.raises(ValueError, match=r"mount '\{SCRATCH\}/x': no value"):
         job_script(spec, **JOB)
+
+
+def test_runs_write_their_own_result_files_or_the_jobs_output():
+    own = job_script(SPEC, **JOB)
+    assert './run_and_time.sh > "${LOGDIR}/result_${_k}.txt" 2>&1' in own
+    shared = job_script(SPEC, results_in_output=True, **JOB)
+    assert "./run_and_time.sh 2>&1 ||" in shared and "result_${_k}" not in shared
