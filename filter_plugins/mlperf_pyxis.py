@@ -9,7 +9,8 @@ short_description: NVIDIA's run.sub for a resolved benchmark
 description:
   - mlperf_pyxis_job - the text of run.sub (Slurm with Pyxis/enroot) for a resolved benchmark
     (mlperf_spec) and the job's values (code_dir, datadir, logdir, nexp, job_name, time_limit,
-    output, and optionally partition, root_seed, modeldir, extra_sbatch). Every value is
+    output, and optionally partition, root_seed, modeldir, extra_sbatch, logdir_per_job,
+    results_in_output). Every value is
     shell-quoted; the container options sit on the srun lines, the #SBATCH header holds core
     Slurm options only.
 """
@@ -26,7 +27,8 @@ except ImportError:  # a checkout used without `pip install -e .`
     from mlperf_repro.node import pyxis_job as _pyxis_job
 
 _JOB_KEYS = ("code_dir", "datadir", "logdir", "nexp", "job_name", "time_limit", "output",
-             "partition", "root_seed", "modeldir", "extra_sbatch")
+             "partition", "root_seed", "modeldir", "extra_sbatch", "logdir_per_job",
+             "results_in_output")
 
 
 def mlperf_pyxis_job(spec, job):
@@ -37,7 +39,7 @@ def mlperf_pyxis_job(spec, job):
     if unknown:
         raise AnsibleFilterError(f"mlperf_pyxis_job: unknown job value(s) {', '.join(unknown)}: "
                                  f"expected {', '.join(_JOB_KEYS)}")
-    values = {k: v for k, v in job.items() if v not in (None, "")}
+    values = {k: v for k, v in job.items() if v is not None and v != ""}
     if "extra_sbatch" in values:
         values["extra_sbatch"] = tuple(values["extra_sbatch"])
     try:
