@@ -21,6 +21,7 @@ import yaml
 
 from mlperf_repro import api
 from mlperf_repro.catalog import load_catalog
+from mlperf_repro.node.pyxis_job import srun_lines
 from mlperf_repro.scoring import score_directory
 from tests.infra.shell_assignments import published_assignments
 
@@ -158,3 +159,33 @@ def test_a_submission_package_names_the_nvidia_accelerator():
     desc, _ = system_description("Dell", "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1", "llama2_70b_lora")
     assert desc["accelerator_model_name"] == "NVIDIA H200"
     assert (desc["number_of_nodes"], desc["accelerators_per_node"]) == ("1", "8")
+
+
+def test_plan_on_inventory_b200_renders_run_sub_for_flux_not_job_sh(tmp_path):
+    inv = _inventory(tmp_path, "b200")
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    nodes = hosts["all"]["children"]["mlperf_nodes"]["hosts"]
+    for k in (2, 3, 4):  # Flux.1's system runs on four nodes; render never reaches these three
+        nodes[f"b200-node{k}"] = {"ansible_host": f"192.0.2.{k}"}
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    work, logs = tmp_path / "shared" / "work", tmp_path / "shared" / "logs"
+    extravars = {"ansible_user": os.environ.get("USER", "root"), "mlperf_benchmark": "flux1",
+                 "mlperf_system": "DGXB200_04x08x32", "mlperf_shared_storage": True,
+                 "mlperf_datadir": str(tmp_path / "shared" / "data"), "mlperf_logdir": str(logs),
+                 "mlperf_workdir": str(work), "mlperf_results_dir": str(tmp_path / "results"),
+                 "mlperf_slurm_partition": "batch", "mlperf_container_runtime": "podman"}
+    plan = api.plan(str(inv), tags="render", extravars=extravars,
+                    private_data_dir=tmp_path / "runner")
+    assert plan.ok, plan.failed_tasks
+    paths = [d.path or "" for d in plan.diffs]
+    assert not any(p.endswith("/job.sh") for p in paths), paths  # AMD's launcher is not rendered
+    (diff,) = [d for d in plan.diffs if (d.path or "").endswith("/run.sub")]
+    text = _rendered(diff.diff)
+    assert "#SBATCH --nodes=4" in text and "#SBATCH --partition=batch" in text
+    root = logs / "flux1" / "DGXB200_04x08x32"
+    assert f'export LOGDIR={root}/job-"${{SLURM_JOB_ID:?run this script with sbatch}}"' in text
+    setup, run = srun_lines(text)
+    assert "--container-image=mlperf-nvidia:flux1-pyt" in setup
+    assert f"--container-mounts={tmp_path}/shared/data/energon:/dataset/energon,${{LOGDIR}}:/results," \
+           f"{work}/code/flux1:/workspace/flux" in run
+    assert not (work / "code" / "flux1").exists()  # plan changed nothing
