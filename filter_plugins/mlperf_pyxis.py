@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 name: mlperf_pyxis
 short_description: NVIDIA's run.sub for a resolved benchmark
 description:
-  - mlperf_pyxis_job - the text of run.sub (Slurm with Pyxis/enroot) for a resolved benchmark
+  - mlperf_srun_container_job - the text of run.sub (Slurm with Pyxis/enroot) for a resolved benchmark
     (mlperf_spec) and the job's values (code_dir, datadir, logdir, nexp, job_name, time_limit,
     output, and optionally partition, root_seed, modeldir, extra_sbatch, logdir_per_job,
     results_in_output). Every value is
@@ -31,13 +31,13 @@ _JOB_KEYS = ("code_dir", "datadir", "logdir", "nexp", "job_name", "time_limit", 
              "results_in_output")
 
 
-def mlperf_pyxis_job(spec, job):
+def mlperf_srun_container_job(spec, job):
     if not isinstance(spec, dict) or not isinstance(job, dict):
-        raise AnsibleFilterError("mlperf_pyxis_job: expected the resolved benchmark (a mapping) "
+        raise AnsibleFilterError("mlperf_srun_container_job: expected the resolved benchmark (a mapping) "
                                  "and the job's values (a mapping)")
     unknown = sorted(set(job) - set(_JOB_KEYS))
     if unknown:
-        raise AnsibleFilterError(f"mlperf_pyxis_job: unknown job value(s) {', '.join(unknown)}: "
+        raise AnsibleFilterError(f"mlperf_srun_container_job: unknown job value(s) {', '.join(unknown)}: "
                                  f"expected {', '.join(_JOB_KEYS)}")
     values = {k: v for k, v in job.items() if v is not None and v != ""}
     if "extra_sbatch" in values:
@@ -45,9 +45,9 @@ def mlperf_pyxis_job(spec, job):
     try:
         return _pyxis_job.job_script(spec, **values)
     except (KeyError, TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"mlperf_pyxis_job: {exc}") from None
+        raise AnsibleFilterError(f"mlperf_srun_container_job: {exc}") from None
 
 
 class FilterModule:
     def filters(self):
-        return {"mlperf_pyxis_job": mlperf_pyxis_job}
+        return {"mlperf_srun_container_job": mlperf_srun_container_job}
