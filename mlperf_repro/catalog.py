@@ -19,8 +19,11 @@ from .node.campaign import RUNTIMES
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yml")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-#: AMD's config names: <GPU>_<nodes>x<gpus per node>x<per-GPU batch or variant>.
-SYSTEM_RE = re.compile(r"^(?P<gpu>[A-Z][A-Z0-9]*)_(?P<nodes>\d+)x(?P<gpus>\d+)x(?P<variant>\d+)$")
+#: Config names: <system>_<nodes>x<gpus per node>x<per-GPU batch or variant>, as the published
+#: config_<name>.sh files are named (catalog.yml's systems), optionally with the parallelism
+#: (``xtp1pp1cp1``) and a variant suffix (``_8b``) some vendors' names carry.
+SYSTEM_RE = re.compile(r"^(?P<gpu>[A-Za-z0-9][A-Za-z0-9-]*?)_(?P<nodes>\d+)x(?P<gpus>\d+)x(?P<variant>\d+)"
+                       r"(?:xtp\d+pp\d+cp\d+)?(?:_[a-z0-9]+)?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Characters a value cannot hold in a shell file (bash strings end at NUL).
 UNSAFE_VALUE_RE = re.compile("\0")
@@ -38,6 +41,10 @@ _ARITH_NAME_RE = re.compile(r"(?<![0-9A-Za-z_])" + _NAME)
 LAUNCH_MODES = ("docker", "slurm", "local")
 DIRECTIONS = ("lower", "higher")
 RECIPES = ("container_script", "r2", "r2_then_convert", "synthetic")
+#: Benchmark values a system may set for itself: an implementation of another vendor has its
+#: own image, code location, mounts, data recipe and config preamble.
+PLATFORM_OVERRIDES = ("title", "image", "container_name", "code_path_in_image", "mounts", "required_env",
+                      "dataset", "config_preamble", "disk_gb")
 
 
 class CatalogError(ValueError):
@@ -47,8 +54,12 @@ class CatalogError(ValueError):
 @dataclass(frozen=True)
 class Reference:
     score_minutes: float
-    submission_id: str
+    submission_id: str | None
     expected_minutes: float | None = None
+    #: Who submitted it (the platform's vendor unless the entry names a partner).
+    submitter: str = ""
+    #: The published result set the score was computed from (where no submission ID is known).
+    result_set: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,10 @@ class Platform:
     expressions: frozenset = frozenset()
     #: Names this config reads inside ``$(( ... ))``: their values must be integers.
     arithmetic_names: frozenset = frozenset()
+    #: The GPU platform (platforms.yml) this system runs on; None for a vendor-neutral system.
+    gpu_platform: str | None = None
+    #: Benchmark values this system sets for itself (PLATFORM_OVERRIDES).
+    overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ class Benchmark:
             return self.platforms[name]
         except KeyError:
             raise CatalogError(
-                f"benchmark {self.name!r} has no platform {name!r}: AMD published "
+                f"benchmark {self.name!r} has no platform {name!r}: the catalog has "
                 f"{', '.join(sorted(self.platforms))}"
             ) from None
 
@@ -112,14 +127,24 @@ class Catalog:
             ) from None
 
     def resolve(self, benchmark: str, platform: str,
-                site_env: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                site_env: Mapping[str, Any] | None = None,
+                gpu_platform: Any = None) -> dict[str, Any]:
         """One benchmark on one platform as plain data (what roles and the CLI consume).
 
         ``env`` is the config's environment in order: the benchmark's common values, the
         platform's values, the platform's site values, then ``site_env`` from the inventory.
+        ``gpu_platform`` is the inventory's ``mlperf_platform`` (platforms.yml): it must agree
+        with the system's, and chooses the platform of a vendor-neutral system.
         """
+        from .platforms import PlatformError, choose  # pylint: disable=import-outside-toplevel
+
         bench = self.benchmark(benchmark)
         plat = bench.platform(platform)
+        try:
+            chosen = choose(plat.gpu_platform, gpu_platform, plat.name)
+        except PlatformError as exc:
+            raise CatalogError(str(exc)) from None
+        own = plat.overrides
         env = dict(plat.env)
         env.update(plat.site_env)
         catalog_env = dict(env)
@@ -135,24 +160,27 @@ class Catalog:
                     f"with it in $((...))), got {env[str(key)]!r}")
         return {
             "benchmark": bench.name,
-            "title": bench.title,
+            "title": own.get("title", bench.title),
             "system": plat.name,
             "gpu": plat.gpu,
             "nodes": plat.nodes,
             "gpus_per_node": plat.gpus_per_node,
             "launch": plat.launch,
-            "image": bench.image,
-            "container_name": bench.container_name,
-            "code_path_in_image": bench.code_path_in_image,
+            # the GPU platform's name and definition (platforms.yml); None: no GPU platform
+            "platform": None if chosen is None else chosen.name,
+            "platform_spec": None if chosen is None else chosen.as_dict(),
+            "image": own.get("image", bench.image),
+            "container_name": own.get("container_name", bench.container_name),
+            "code_path_in_image": own.get("code_path_in_image", bench.code_path_in_image),
             "runs": bench.runs,
-            "disk_gb": bench.disk_gb,
+            "disk_gb": own.get("disk_gb", bench.disk_gb),
             "quality": dict(bench.quality),
             "evaluation": dict(bench.evaluation),
             "typical_samples_to_converge": bench.typical_samples_to_converge,
-            "mounts": [dict(m) for m in bench.mounts],
-            "required_env": list(bench.required_env),
-            "dataset": dict(bench.dataset),
-            "config_preamble": bench.config_preamble,
+            "mounts": [dict(m) for m in own.get("mounts", bench.mounts)],
+            "required_env": list(own.get("required_env", bench.required_env)),
+            "dataset": dict(own.get("dataset", bench.dataset)),
+            "config_preamble": own.get("config_preamble", bench.config_preamble),
             "config_file": f"config_{plat.name}.sh",
             # the site's values, in a file of their own sourced after config_file
             "site_config_file": SITE_CONFIG_FILE,
@@ -168,6 +196,8 @@ class Catalog:
                 "score_minutes": plat.reference.score_minutes,
                 "submission_id": plat.reference.submission_id,
                 "expected_minutes": plat.reference.expected_minutes,
+                "submitter": plat.reference.submitter,
+                "result_set": plat.reference.result_set,
             },
             "ruleset": self.ruleset,
         }
@@ -297,8 +327,18 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
     match = SYSTEM_RE.match(name)
     if not match:
         raise CatalogError(
-            f"{path}: {where}: expected a config name like MI355X_1x8x1 or MI325X_08x08x32")
-    env, expressions = dict(common_env), set(common_expressions)
+            f"{path}: {where}: expected a config name <system>_<nodes>x<gpus>x<batch>, optionally "
+            "followed by xtp<n>pp<n>cp<n> and a _suffix (as the published config_<name>.sh)")
+    gpu = _string(spec.get("gpu"), f"{where}.gpu", path)
+    gpu_platform = _gpu_platform(spec.get("platform"), gpu, where, path)
+    overrides = _overrides(spec, bench, where, path)
+    inherit = spec.get("inherit_common_env", True)
+    if not isinstance(inherit, bool):
+        raise CatalogError(f"{path}: {where}.inherit_common_env: expected true or false, got {inherit!r}")
+    if inherit:
+        env, expressions = dict(common_env), set(common_expressions)
+    else:  # another vendor's implementation: its config shares nothing with the benchmark's
+        env, expressions = {}, set()
     own_env, own_expressions = _env(spec.get("env", {}), f"{where}.env", path)
     expressions = (expressions - set(own_env)) | own_expressions
     env.update(own_env)
@@ -322,21 +362,35 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
     reference = None
     if spec.get("reference") is not None:
         ref = _mapping(spec["reference"], f"{where}.reference", path)
-        sub = _string(ref.get("submission_id"), f"{where}.reference.submission_id", path)
-        if not re.fullmatch(r"\d+\.\d+-\d{4}", sub):
-            raise CatalogError(
-                f"{path}: {where}.reference.submission_id: expected like 6.0-0036, got {sub!r}")
+        sub = ref.get("submission_id")
+        result_set = ref.get("result_set")
+        if sub is None and result_set is None:
+            raise CatalogError(f"{path}: {where}.reference: expected a submission_id (like "
+                               "6.0-0036) or, where none is published, the result_set it was "
+                               "scored from")
+        if sub is not None:
+            sub = _string(sub, f"{where}.reference.submission_id", path)
+            if not re.fullmatch(r"\d+\.\d+-\d{4}", sub):
+                raise CatalogError(
+                    f"{path}: {where}.reference.submission_id: expected like 6.0-0036, got {sub!r}")
+        if result_set is not None:
+            result_set = _string(result_set, f"{where}.reference.result_set", path)
         expected = ref.get("expected_minutes")
+        submitter = ref.get("submitter")
+        if submitter is None:
+            submitter = _platform_vendor(gpu_platform)
         reference = Reference(
             score_minutes=_number(ref.get("score_minutes"), f"{where}.reference.score_minutes", path),
             submission_id=sub,
             expected_minutes=None if expected is None else _number(
                 expected, f"{where}.reference.expected_minutes", path),
+            submitter=_string(submitter, f"{where}.reference.submitter", path) if submitter else "",
+            result_set=result_set,
         )
     launch = _choice(spec.get("launch", bench.launch), LAUNCH_MODES, f"{where}.launch", path)
     return Platform(
         name=name,
-        gpu=_string(spec.get("gpu"), f"{where}.gpu", path),
+        gpu=gpu,
         nodes=int(match.group("nodes")),
         gpus_per_node=int(match.group("gpus")),
         launch=launch,
@@ -346,7 +400,72 @@ def _platform(name: str, spec: Any, bench: Benchmark, common_env: dict[str, str]
         reference=reference,
         expressions=frozenset(expressions),
         arithmetic_names=frozenset(arithmetic),
+        gpu_platform=gpu_platform,
+        overrides=overrides,
     )
+
+
+def _gpu_platform(value: Any, gpu: str, where: str, path: Path) -> str | None:
+    """The GPU platform a system runs on: its ``platform:``, else the one whose products
+    include its ``gpu``; None for a vendor-neutral system (``gpu: none`` / ``any``)."""
+    from .platforms import PlatformError, load_platforms  # pylint: disable=import-outside-toplevel
+
+    try:
+        platforms = load_platforms()
+    except PlatformError as exc:
+        raise CatalogError(str(exc)) from None
+    by_gpu = platforms.for_product(gpu)
+    if value is None:
+        return None if by_gpu is None else by_gpu.name
+    if not isinstance(value, str) or value not in platforms.platforms:
+        raise CatalogError(f"{path}: {where}.platform: expected one of "
+                           f"{', '.join(sorted(platforms.platforms))}, got {value!r}")
+    if by_gpu is not None and by_gpu.name != value:
+        raise CatalogError(f"{path}: {where}.platform: {value!r}, but its gpu {gpu!r} is a "
+                           f"{by_gpu.name!r} product ({platforms.path})")
+    return value
+
+
+def _platform_vendor(name: str | None) -> str:
+    if name is None:
+        return ""
+    from .platforms import load_platforms  # pylint: disable=import-outside-toplevel
+
+    return load_platforms().get(name).vendor
+
+
+def _overrides(spec: Mapping[str, Any], bench: Benchmark, where: str, path: Path) -> dict:
+    """The benchmark values a system sets for itself, checked as the benchmark's are."""
+    own: dict[str, Any] = {}
+    for key in PLATFORM_OVERRIDES:
+        if key not in spec:
+            continue
+        value, at = spec[key], f"{where}.{key}"
+        if key == "image":
+            value = _string(value, at, path)
+            if ":" not in value:
+                raise CatalogError(f"{path}: {at}: expected repository:tag, got {value!r}")
+        elif key in ("title", "container_name", "code_path_in_image"):
+            value = _string(value, at, path)
+        elif key == "config_preamble":
+            value = str(value)
+        elif key == "disk_gb":
+            value = _number(value, at, path)
+        elif key == "mounts":
+            if not isinstance(value, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("host"), str)
+                    and isinstance(m.get("container"), str) for m in value):
+                raise CatalogError(f"{path}: {at}: expected a list of {{host: ..., container: ...}}")
+        elif key == "required_env":
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and ENV_NAME_RE.match(v) for v in value):
+                raise CatalogError(f"{path}: {at}: expected a list of variable names")
+        elif key == "dataset":
+            value = _mapping(value, at, path)
+            _choice(value.get("recipe"), RECIPES, f"{at}.recipe", path)
+        own[key] = value
+    del bench  # the benchmark's values stay its own; a system's replace them in resolve()
+    return own
 
 
 def _mapping(value: Any, where: str, path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""A score set beside the catalog's reference result (AMD's published submission).
+"""A score set beside the catalog's reference result (a published submission).
 
 Two parts, both plain Python:
 
@@ -27,28 +27,32 @@ def versus_reference(score_minutes: float | None, reference: Mapping[str, Any] |
                      gpu: str = "", system: str = "", valid: bool | None = None) -> dict[str, Any] | None:
     """Ratio to the reference score and one sentence saying it.
 
-    ``valid=False`` (a partial or otherwise invalid set) adds that to the sentence.
+    ``valid=False`` (a partial or otherwise invalid set) adds that to the sentence. The sentence
+    names the reference's submitter and its submission ID, or its result set where no ID is
+    published.
 
-    >>> versus_reference(8.85, {"score_minutes": 8.27, "submission_id": "6.0-0036"}, "MI355X")["sentence"]
+    >>> versus_reference(8.85, {"score_minutes": 8.27, "submission_id": "6.0-0036",
+    ...                         "submitter": "AMD"}, "MI355X")["sentence"]
     "1.07x the time of AMD's MI355X submission 6.0-0036 (8.27 min)"
     """
     if not reference:
         return None
     ref = float(reference["score_minutes"])
+    submitter = reference.get("submitter") or "the published"
+    owner = f"{submitter}'s" if reference.get("submitter") else submitter
+    named = reference.get("submission_id") or f"(results {reference.get('result_set')})"
     result: dict[str, Any] = {
         "reference_minutes": ref,
         "submission_id": reference.get("submission_id"),
         "expected_minutes": reference.get("expected_minutes"),
         "system": system,
         "ratio": None,
-        "sentence": f"no score to compare with AMD's {gpu} submission "
-                    f"{reference.get('submission_id')} ({ref:g} min)",
+        "sentence": f"no score to compare with {owner} {gpu} submission {named} ({ref:g} min)",
     }
     if score_minutes is not None and ref > 0:
         ratio = float(score_minutes) / ref
         result["ratio"] = ratio
-        result["sentence"] = (f"{ratio:.2f}x the time of AMD's {gpu} submission "
-                              f"{reference.get('submission_id')} ({ref:g} min)")
+        result["sentence"] = f"{ratio:.2f}x the time of {owner} {gpu} submission {named} ({ref:g} min)"
         if valid is False:
             result["sentence"] += " - indicative only, this set is not a valid score"
     return result
@@ -93,7 +97,10 @@ def config_platform_name(config_filename: str | None) -> str | None:
 
 
 def _gpu_tokens(text: str) -> set[str]:
-    return {token.lower() for token in re.findall(r"[A-Za-z0-9]+", text)}
+    tokens = {token.lower() for token in re.findall(r"[A-Za-z0-9]+", text)}
+    # a system name that counts its GPUs before their name: "XE9680Lx8<GPU>-SXM-141GB" -> <gpu>
+    tokens |= {m.lower() for m in re.findall(r"x[0-9]+([A-Za-z][A-Za-z0-9]*?)(?=[^A-Za-z0-9]|$)", text)}
+    return tokens
 
 
 def _parse_submission_platform(text: str) -> tuple[int | None, str]:
@@ -260,7 +267,9 @@ def catalog_reference(score: Mapping[str, Any], files: Iterable[str | os.PathLik
         if plat.reference is not None:
             reference = {"score_minutes": plat.reference.score_minutes,
                          "submission_id": plat.reference.submission_id,
-                         "expected_minutes": plat.reference.expected_minutes}
+                         "expected_minutes": plat.reference.expected_minutes,
+                         "submitter": plat.reference.submitter,
+                         "result_set": plat.reference.result_set}
             versus = versus_reference(score.get("score_minutes"), reference, plat.gpu, name,
                                       valid=score.get("valid"))
         else:

@@ -26,6 +26,8 @@ import yaml
 
 from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, RUNTIMES, UNSAFE_VALUE_RE,
                       load_catalog, type_name)
+from .platforms import PlatformError
+from .platforms import choose as choose_platform
 from .stages import is_selected, known_tags, selected_tags, stage_tags as all_stage_tags
 
 FILL_IN = "FILL_IN"
@@ -188,6 +190,10 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     except CatalogError as exc:
         problems.append(f"mlperf_benchmark/mlperf_system: {exc}")
         return problems
+    try:  # the platform follows from the system, or the inventory names it; never both apart
+        choose_platform(plat.gpu_platform, site.get("mlperf_platform"), plat.name)
+    except PlatformError as exc:
+        problems.append(str(exc))
 
     if plat.launch == "local" and runtime not in (None, "none"):
         problems.append(f"mlperf_container_runtime must be none for {bench.name} (it has no "
@@ -514,7 +520,8 @@ def validate(site: Mapping[str, Any], groups: Mapping[str, list] | None,
     if not problems:
         try:
             spec = catalog.resolve(str(site["mlperf_benchmark"]), str(site["mlperf_system"]),
-                                   dict(site.get("mlperf_site_env") or {}))
+                                   dict(site.get("mlperf_site_env") or {}),
+                                   gpu_platform=site.get("mlperf_platform"))
         except CatalogError as exc:
             problems.append(str(exc))
         else:
@@ -548,6 +555,9 @@ SITE_VARS: dict[str, Any] = {
     "mlperf_provision": None, "mlperf_site_env": {}, "mlperf_allow_partial": False,
     "mlperf_slurm_partition": None, "tunables_mode": TUNABLES_DEFAULT, "rocm_version": None,
     "rocm_amdgpu_version": None, "preflight_min_rocm_version": None, "mlperf_campaign": None,
+    # the GPU platform (mlperf_repro/platforms.yml): must agree with the catalog system's, and
+    # chooses one for a system that names none (the smoke benchmark's GPU_1x1x1)
+    "mlperf_platform": None,
 }
 
 

@@ -169,8 +169,9 @@ def _derived_fields(org: str, system: str, benchmark: str, division: str | None,
         plat = catalog.benchmarks[benchmark].platforms[name]
         out["number_of_nodes"] = str(plat.nodes)
         out["accelerators_per_node"] = str(plat.gpus_per_node)
-        if plat.gpu.upper().startswith("MI"):
-            out["accelerator_model_name"] = f"AMD Instinct {plat.gpu}"
+        if plat.gpu_platform:  # the platform's full product name (platforms.yml)
+            from .platforms import load_platforms
+            out["accelerator_model_name"] = load_platforms().get(plat.gpu_platform).accelerator_name(plat.gpu)
     elif submission_platform:
         match = re.match(r"^\s*(\d+)\s*x\s*(.+)$", submission_platform)
         if match:

@@ -24,7 +24,7 @@ class Stage:
     name: str
     #: site.yml's name for the stage's import.
     title: str
-    #: Further tags that select part of the stage (``--tags rocm``: provision's ROCm play).
+    #: Further tags that select part of the stage (``--tags docker``: provision's Docker play).
     parts: tuple[str, ...] = ()
     #: Run by a plain ``ansible-playbook site.yml``; an opt-in stage runs only when ``--tags``
     #: names it (site.yml tags it ``never``).
@@ -42,9 +42,22 @@ class Stage:
 #: The validation play site.yml's every stage imports first (tag ``always``).
 VALIDATE = "validate"
 
+def driver_tags() -> tuple[str, ...]:
+    """The provision stage's driver part: ``driver`` and each GPU platform's driver role
+    (mlperf_repro/platforms.yml), so ``--tags <role>`` selects that platform's driver play."""
+    from .platforms import load_platforms  # pylint: disable=import-outside-toplevel
+
+    roles = []
+    for platform in load_platforms().platforms.values():
+        if platform.driver_role not in roles:
+            roles.append(platform.driver_role)
+    return ("driver", *roles)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("preflight", "Prerequisites - check every node, change nothing"),
-    Stage("provision", "Prerequisites - ROCm, amdgpu driver and Docker", parts=("rocm", "docker", "image")),
+    Stage("provision", "Prerequisites - the GPU platform's driver stack, the container engine and the image",
+          parts=(*driver_tags(), "docker", "image")),
     Stage("tunables", "Runtime tunables (AMD's runtime_tunables.sh)"),
     Stage("data", "Prepare the dataset, once, on shared storage", parts=("deep_verify",)),
     Stage("render", "Set up the benchmark code, config_<SYSTEM>.sh and job.sh"),

@@ -59,7 +59,13 @@ INVENTORY = [
     (dict(LLAMA, mlperf_system="MI325X_08x08x32"), "mlperf_system",
      "'llama31_8b' has no platform 'MI325X_08x08x32'"),
     (dict(LLAMA, mlperf_benchmark="llama2_70b_lora", mlperf_system="MI300X_1x8x1"), "mlperf_system",
-     "has no platform 'MI300X_1x8x1': AMD published MI350X_1x8x1, MI355X_1x8x1"),
+     "has no platform 'MI300X_1x8x1': the catalog has MI350X_1x8x1, MI355X_1x8x1, "
+     "XE9680Lx8H200-SXM-141G_1x8x1xtp1pp1cp1"),
+    # -- the GPU platform (mlperf_repro/platforms.yml)
+    ({"mlperf_platform": "tpu"}, "mlperf_platform", "unknown platform 'tpu': expected one of amd, nvidia"),
+    (dict(LLAMA, mlperf_platform="nvidia"), "mlperf_platform",
+     "'nvidia' disagrees with the catalog system MI355X_1x8x1, which runs on 'amd'"),
+    ({"mlperf_platform": ["nvidia"]}, "mlperf_platform", "expected a platform name"),
     # -- run counts
     ({"mlperf_nexp": 0}, "mlperf_nexp", "must be a positive integer"),
     ({"mlperf_nexp": "ten"}, "mlperf_nexp", "must be a positive integer"),
