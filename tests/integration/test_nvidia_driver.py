@@ -11,6 +11,8 @@ recorded real ``nvidia-smi -q -x`` and the real tools' effects.
 * nv2: driver branch 560 installed by hand (and rebooted into), podman, Fabric Manager on.
 * nv3: driver 570 installed by hand (and rebooted into), docker, Fabric Manager on: the driver
   is left alone (current), Fabric Manager and the toolkit are added, no reboot.
+* nv4: bare, no container runtime (no toolkit), ``nvidia_driver_reboot: false``: the pending
+  reboot is reported, not done, and the GPUs are not asked before it.
 
 In order: a dry run on the bare node (passes, changes nothing); the real run (repositories, keys,
 pin, packages, nvidia runtime in daemon.json, CDI spec, reboot only where the kernel module changed,
@@ -42,7 +44,7 @@ from tests.infra.netns import NetnsHosts
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-NODES = ["nv1", "nv2", "nv3"]
+NODES = ["nv1", "nv2", "nv3", "nv4"]
 PACKAGES = ["nvidia-open", "nvidia-kernel-open-dkms",
             "nvidia-driver-cuda", f"nvidia-fabricmanager-{NEW.branch}", "nvidia-container-toolkit"]
 
@@ -214,6 +216,7 @@ def inventory(lab):
         "nv1": {"nvidia_driver_container_runtime": "docker"},
         "nv2": {"nvidia_driver_container_runtime": "podman", "nvidia_driver_fabric_manager": True},
         "nv3": {"nvidia_driver_container_runtime": "docker", "nvidia_driver_fabric_manager": True},
+        "nv4": {"nvidia_driver_container_runtime": "none", "nvidia_driver_reboot": False},
     })
 
 
@@ -253,8 +256,12 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
         versions = lab.versions(host)
         assert versions["nvidia-open"] == NEW.deb_version, versions
         assert versions["nvidia-kernel-open-dkms"] == versions["nvidia-driver-cuda"] == NEW.deb_version
+        assert (versions[f"nvidia-fabricmanager-{NEW.branch}"] is None) == (host in ("nv1", "nv4")), versions
+        if host == "nv4":   # no container runtime: no toolkit, no repository for it
+            assert versions["nvidia-container-toolkit"] is None
+            assert not lab.sh(host, "ls /etc/apt/sources.list.d/nvidia-container-toolkit.list 2>/dev/null || true")
+            continue
         assert versions["nvidia-container-toolkit"] == TOOLKIT_VERSION
-        assert (versions[f"nvidia-fabricmanager-{NEW.branch}"] is None) == (host == "nv1"), versions
         assert lab.sh(host, f"ls /usr/src/nvidia-{NEW.driver}/dkms.conf").strip()
         assert not lab.sh(host, f"ls -d /usr/src/nvidia-{OLD.driver} 2>/dev/null || true")
         assert lab.sh(host, "cat /etc/apt/sources.list.d/nvidia-container-toolkit.list").splitlines()[-1] == (
@@ -262,15 +269,16 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
         # verified with nvidia-smi after: the branch, one GPU, persistence turned on
         assert re.search(re.escape(f"{host}: NVIDIA driver {NEW.driver} (CUDA 11.7), 1 x T4 seen by "
                                    "nvidia-smi, persistence Enabled"), out), host
-    # nv1: the role's repository line and key; nv2, nv3: their hand-made line is used as it is
-    assert lab.sh("nv1", "cat /etc/apt/sources.list.d/nvidia-cuda.list").splitlines()[-1] == (
-        f"deb [arch=amd64 signed-by=/etc/apt/keyrings/nvidia-cuda.asc] {url}/{CUDA_PATH} /")
-    assert lab.sh("nv1", "cat /etc/apt/keyrings/nvidia-cuda.asc") == key
+    # nv1, nv4: the role's repository line and key; nv2, nv3: their hand-made line is used as it is
+    for host in ("nv1", "nv4"):
+        assert lab.sh(host, "cat /etc/apt/sources.list.d/nvidia-cuda.list").splitlines()[-1] == (
+            f"deb [arch=amd64 signed-by=/etc/apt/keyrings/nvidia-cuda.asc] {url}/{CUDA_PATH} /")
+        assert lab.sh(host, "cat /etc/apt/keyrings/nvidia-cuda.asc") == key
     for host in ("nv2", "nv3"):
         assert not lab.sh(host, "ls /etc/apt/sources.list.d/nvidia-cuda.list /etc/apt/keyrings/nvidia-cuda.asc "
                                 "2>/dev/null || true")
     assert results(out, "nvidia_driver : Say which apt source already names the CUDA repository") == {
-        "nv1": "skipping", "nv2": "ok", "nv3": "ok"}
+        "nv1": "skipping", "nv2": "ok", "nv3": "ok", "nv4": "skipping"}
     for host in NODES:
         assert "Pin: release l=NVIDIA CUDA" in lab.sh(host, "cat /etc/apt/preferences.d/nvidia-cuda-pin-600")
         assert f"Pin: version {NEW.branch}.*" in lab.sh(host, "cat /etc/apt/preferences.d/nvidia-driver-branch")
@@ -278,10 +286,10 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
         assert re.search(r"\*\*\* " + re.escape(NEW.deb_version) + r" 1000\n", policy), policy   # the branch pin
         assert re.search(r"600 " + re.escape(f"{url}/{CUDA_PATH}") + r"/?\s+Packages", policy), policy  # the label
     assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 570)") == {
-        "nv1": "changed", "nv2": "changed", "nv3": "skipping"}
+        "nv1": "changed", "nv2": "changed", "nv3": "skipping", "nv4": "changed"}
     assert f"NVIDIA driver {NEW.driver} is loaded, of nvidia_driver_branch {NEW.branch}" in out
     assert results(out, "nvidia_driver : Install Fabric Manager (NVSwitch system)") == {
-        "nv1": "skipping", "nv2": "changed", "nv3": "changed"}
+        "nv1": "skipping", "nv2": "changed", "nv3": "changed", "nv4": "skipping"}
     # docker: the nvidia runtime registered; podman: the CDI spec, rewritten for the new driver
     for host in ("nv1", "nv3"):
         daemon = json.loads(lab.sh(host, "cat /etc/docker/daemon.json"))
@@ -301,26 +309,46 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
 def test_reboot_only_where_the_kernel_module_changed_one_node_at_a_time(lab, first_run):
     out = first_run.stdout
     assert results(out, "nvidia_driver : Note a kernel module change") == {
-        "nv1": "changed", "nv2": "changed", "nv3": "skipping"}
+        "nv1": "changed", "nv2": "changed", "nv3": "skipping", "nv4": "changed"}
     assert f"nv2: nvidia-kernel-open-dkms {OLD.deb_version} -> {NEW.deb_version}" in out
     assert f"nv1: nvidia-kernel-open-dkms (none) -> {NEW.deb_version}" in out
     assert results(out, "nvidia_driver : Reboot after a kernel module change") == {
-        "nv1": "changed", "nv2": "changed"}
+        "nv1": "changed", "nv2": "changed", "nv4": "skipping"}
+    # nv4 (nvidia_driver_reboot false): reported, and its GPUs not asked before the reboot
+    assert ("nv4: nvidia-kernel-open-dkms changed; reboot the node before using the GPUs "
+            "(nvidia_driver_reboot is false)") in out
+    assert results(out, "nvidia_driver : Read the driver and the GPUs after the install")["nv4"] == "skipping"
     done = lab.reboots()[lab.reboots_before:]
     assert sorted(h for h, _a, _b in done) == ["nv1", "nv2"]
     spans = sorted((float(a), float(b)) for _h, a, b in done)
     assert spans[0][1] <= spans[1][0], spans      # one at a time
-    assert results(out, "nvidia_driver : Regenerate the CDI spec") == {"nv1": "skipping", "nv2": "changed"}
+    assert results(out, "nvidia_driver : Regenerate the CDI spec") == {
+        "nv1": "skipping", "nv2": "changed", "nv4": "skipping"}
     # persistence: off after each boot, turned on by the role
-    assert results(out, "nvidia_driver : Turn persistence mode on") == {h: "changed" for h in NODES}
+    assert results(out, "nvidia_driver : Turn persistence mode on") == {
+        "nv1": "changed", "nv2": "changed", "nv3": "changed", "nv4": "skipping"}
 
 
-def test_second_run_changes_nothing_and_check_mode_agrees(lab, first_run, inventory):
+@pytest.fixture(scope="module")
+def nv4_rebooted(lab, first_run, inventory):
+    """nv4's operator reboots it, as the role asked, and runs the role again there."""
+    lab.sh("nv4", bare_node.REBOOT_COMMAND)
+    return lab.playbook(inventory, "--limit", "nv4")
+
+
+def test_after_the_operators_reboot_the_gpus_are_verified(lab, nv4_rebooted):
+    out = nv4_rebooted.stdout
+    assert f"nv4: NVIDIA driver {NEW.driver} (CUDA 11.7), 1 x T4 seen by nvidia-smi, persistence Enabled" in out
+    assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 570)") == {"nv4": "skipping"}  # current
+    assert "RUNNING HANDLER" not in out
+
+
+def test_second_run_changes_nothing_and_check_mode_agrees(lab, nv4_rebooted, inventory):
     mark, reboots = len(lab.server.requests), len(lab.reboots())
     run = lab.playbook(inventory)
     assert {h: r["changed"] for h, r in recap(run.stdout).items()} == {h: 0 for h in NODES}, run.stdout[-4000:]
     assert "RUNNING HANDLER" not in run.stdout and len(lab.reboots()) == reboots
-    assert run.stdout.count(f"NVIDIA driver {NEW.driver} is loaded, of nvidia_driver_branch") == 3
+    assert run.stdout.count(f"NVIDIA driver {NEW.driver} is loaded, of nvidia_driver_branch") == len(NODES)
     assert not [line for _c, line, _s in lab.server.requests[mark:] if ".deb" in line]
     dry = lab.playbook(inventory, "--check")
     assert {h: r["changed"] for h, r in recap(dry.stdout).items()} == {h: 0 for h in NODES}
