@@ -12,7 +12,7 @@ only change their host part:
     libnvidia-container/gpgkey                   the toolkit repository's key (another throwaway one)
     libnvidia-container/stable/deb/amd64/        nvidia-container-toolkit
 
-Two driver branches (:data:`BRANCHES`, 560 and 570), each with the packages NVIDIA's repository
+Two driver branches (:data:`BRANCHES`, 570 and 580), each with the packages NVIDIA's repository
 names: ``nvidia-open`` (meta, exact-version dependencies: one version per branch), ``nvidia-kernel-open-dkms``
 (``/usr/src/nvidia-<v>/dkms.conf``; no module is built), ``nvidia-driver-cuda`` (``nvidia-smi``)
 and ``nvidia-fabricmanager-<branch>`` (``/usr/bin/nv-fabricmanager``).
@@ -52,16 +52,16 @@ TOOLKIT_VERSION = "1.17.8-1"
 
 @dataclasses.dataclass(frozen=True)
 class Branch:
-    branch: str       # 570
-    driver: str       # 570.133.20
+    branch: str       # 580
+    driver: str       # 580.82.07
 
     @property
     def deb_version(self) -> str:
         return f"{self.driver}-1"
 
 
-OLD = Branch("560", "560.35.03")
-NEW = Branch("570", "570.133.20")
+OLD = Branch("570", "570.133.20")
+NEW = Branch("580", "580.82.07")
 BRANCHES = (OLD, NEW)
 
 NVIDIA_SMI = r"""#!/bin/sh

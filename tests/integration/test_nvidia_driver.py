@@ -8,8 +8,8 @@ dpkg-deb, apt-ftparchive and throwaway keys and served over HTTP on the hosts' b
 recorded real ``nvidia-smi -q -x`` and the real tools' effects.
 
 * nv1: bare, docker; Fabric Manager ``auto`` (no NVSwitch on its bus: none installed).
-* nv2: driver branch 560 installed by hand (and rebooted into), podman, Fabric Manager on.
-* nv3: driver 570 installed by hand (and rebooted into), docker, Fabric Manager on: the driver
+* nv2: driver branch 570 installed by hand (and rebooted into), podman, Fabric Manager on.
+* nv3: driver 580 installed by hand (and rebooted into), docker, Fabric Manager on: the driver
   is left alone (current), Fabric Manager and the toolkit are added, no reboot.
 * nv4: bare, no container runtime (no toolkit), ``nvidia_driver_reboot: false``: the pending
   reboot is reported, not done, and the GPUs are not asked before it.
@@ -221,10 +221,10 @@ def inventory(lab):
 
 
 def test_a_bad_variable_stops_before_anything_changes(lab, inventory):
-    run = lab.playbook(inventory, "--limit", "nv1", check=False, nvidia_driver_branch="57O")
+    run = lab.playbook(inventory, "--limit", "nv1", check=False, nvidia_driver_branch="58O")
     assert run.returncode != 0
     assert results(run.stdout, "nvidia_driver : Check the role's settings") == {"nv1": "fatal"}
-    assert 'nvidia_driver_branch as three digits such as "570" (got "57O")' in run.stdout
+    assert 'nvidia_driver_branch as three digits such as "580" (got "58O")' in run.stdout
     assert recap(run.stdout)["nv1"]["changed"] == 0
     assert lab.sh("nv1", "ls /etc/apt/sources.list.d/*.list /etc/apt/keyrings/*.asc 2>/dev/null || true").strip() == ""
 
@@ -285,7 +285,7 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
         policy = lab.sh(host, "apt-cache policy nvidia-driver-cuda")
         assert re.search(r"\*\*\* " + re.escape(NEW.deb_version) + r" 1000\n", policy), policy   # the branch pin
         assert re.search(r"600 " + re.escape(f"{url}/{CUDA_PATH}") + r"/?\s+Packages", policy), policy  # the label
-    assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 570)") == {
+    assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 580)") == {
         "nv1": "changed", "nv2": "changed", "nv3": "skipping", "nv4": "changed"}
     assert f"NVIDIA driver {NEW.driver} is loaded, of nvidia_driver_branch {NEW.branch}" in out
     assert results(out, "nvidia_driver : Install Fabric Manager (NVSwitch system)") == {
@@ -339,7 +339,7 @@ def nv4_rebooted(lab, first_run, inventory):
 def test_after_the_operators_reboot_the_gpus_are_verified(lab, nv4_rebooted):
     out = nv4_rebooted.stdout
     assert f"nv4: NVIDIA driver {NEW.driver} (CUDA 11.7), 1 x T4 seen by nvidia-smi, persistence Enabled" in out
-    assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 570)") == {"nv4": "skipping"}  # current
+    assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 580)") == {"nv4": "skipping"}  # current
     assert "RUNNING HANDLER" not in out
 
 
