@@ -161,7 +161,7 @@ ansible_facts:
           description: Per-GPU entries (index, bus_id, name, model, architecture, device_id, sub_system_id,
             uuid, serial, vbios_version, memory_mib, memory_used_mib, persistence_mode, mig_mode,
             mig_mode_pending, mig_devices, ecc_mode, ecc_mode_pending, ecc_errors, retired_pages,
-            remapped_rows, reset_required, pcie, fabric, performance_state, temperature_c,
+            remapped_rows, reset_required, recovery_action, pcie, fabric, performance_state, temperature_c,
             memory_temperature_c, power_draw_w, power_limit_w, clocks_mhz).
           type: list
           elements: dict

@@ -103,6 +103,7 @@ GPU_FIELDS = {
     "fabric_state": (("fabric/state",), ("Fabric/State",)),
     "fabric_status": (("fabric/status",), ("Fabric/Status",)),
     "reset_required": (("gpu_reset_status/reset_required",), ("GPU Reset Status/Reset Required",)),
+    "recovery_action": (("gpu_recovery_action",), ("GPU Recovery Action",)),
 }
 
 _INT_FIELDS = ("minor_number", "pcie_gen_max", "pcie_gen_current", "pcie_replays",
@@ -377,6 +378,7 @@ def _gpu_record(view, bus_id=None):
             "failure": _flag(fields["remapped_failure"]),
         },
         "reset_required": _flag(fields["reset_required"]),
+        "recovery_action": _clean(fields["recovery_action"]),
         "pcie": {
             "gen_current": _int(fields["pcie_gen_current"]),
             "gen_max": _int(fields["pcie_gen_max"]),
@@ -629,6 +631,8 @@ def evaluate(record, expected_count=None, expected_model=None, min_driver_versio
             problems.append("%s: page retirement pending: reset the GPU or reboot the node" % where)
         if gpu["reset_required"]:
             problems.append("%s: nvidia-smi says a GPU reset is required" % where)
+        if gpu["recovery_action"]:   # newer drivers: None when healthy (read as not reported)
+            problems.append("%s: the driver asks for a recovery action: %s" % (where, gpu["recovery_action"]))
         if gpu["mig_mode"] == "Enabled" and not allow_mig:
             problems.append("%s: MIG is enabled (%s MIG devices): the benchmarks need whole GPUs "
                             "(nvidia-smi -mig 0)" % (where, gpu["mig_devices"] if gpu["mig_devices"]

@@ -30,6 +30,7 @@ A10G = "nvidia-smi-q-x__A10G__driver-515.105.01__1.xml"
 ADA = "nvidia-smi-q-x__RTX-4000-SFF-Ada__driver-595.84__1.xml"
 H100 = "nvidia-smi-q__H100-80GB-HBM3__driver-560.35.03__1.txt"
 H200 = "nvidia-smi-q__H200__driver-550.90.12__1.txt"
+H200_XML = "nvidia-smi-q-x__H200__driver-580.159.04__1.xml"
 REMAP_PENDING = "nvidia-smi-q-fragment-remapped-rows-pending__unknown-gpu__unknown-driver__1.txt"
 MODULE_PATH = ROOT / "library" / "nvidia_gpu_facts.py"
 BIN = Path(sys.executable).parent
@@ -74,6 +75,29 @@ def test_h200_text_output():
     assert gpu["clocks_mhz"] == {"sm": 345, "sm_max": 1980, "memory": 3199, "memory_max": 3201}
     assert nf.evaluate(r, expected_count=1, expected_model="NVIDIA H200", min_driver_version="550",
                        min_memory_mib=140000) == []
+
+
+def test_h200_xml_recorded_on_the_borrowed_machine():
+    r = record_of(H200_XML)
+    assert (r["driver_version"], r["cuda_version"], r["gpu_count"], r["model"], r["device_id"]) == (
+        "580.159.04", "13.0", 1, "H200", "0x2335")
+    assert (r["vram_mib_per_gpu"], r["persistence_mode"], r["mig_enabled"], r["ecc_enabled"]) == (
+        143771, "Enabled", False, True)
+    gpu = r["gpus"][0]
+    assert gpu["pcie"] == {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16, "replays": 3}
+    assert gpu["remapped_rows"] == {"correctable": 0, "uncorrectable": 0, "pending": False, "failure": False}
+    assert gpu["ecc_errors"]["volatile_uncorrectable"] == 0 and gpu["recovery_action"] is None
+    assert (gpu["power_draw_w"], gpu["power_limit_w"], gpu["temperature_c"]) == (82.14, 700.0, 42)
+    # the platform's expectations for an H200 with the R580 driver hold
+    assert nf.evaluate(r, expected_count=1, expected_model="H200", min_driver_version="580",
+                       min_memory_mib=140000, pci_models={"0x2335": "H200"}) == []
+    # the same document read as XML and the H200 text document of another node: one shape
+    text = record_of(H200)
+    assert set(text) == set(r) and set(text["gpus"][0]) == set(gpu)
+    # a driver asking for recovery (the field newer drivers report) is a problem
+    asked = nf.summarize(nf.parse_nvidia_smi(read(H200_XML).replace(
+        "<gpu_recovery_action>None</gpu_recovery_action>", "<gpu_recovery_action>Reset</gpu_recovery_action>")))
+    assert nf.evaluate(asked) == ["GPU 0 (00000000:00:06.0): the driver asks for a recovery action: Reset"]
 
 
 def test_h100_text_output_one_gpu_of_a_slurm_job():
