@@ -19,9 +19,9 @@ and ``nvidia-fabricmanager-<branch>`` (``/usr/bin/nv-fabricmanager``).
 
 The stand-in tools (recorded as stand-ins, never as real outputs):
 
-* ``nvidia-smi -q -x`` prints a recorded real document (tests/data/gpu-outputs/nvidia: the Tesla T4
-  of telegraf's test data) with ``driver_version`` set to the package's, as the ROCm stand-in does
-  with amd-smi's version. Like the real tool, it fails until the node has rebooted since the
+* ``nvidia-smi -q -x`` prints a recorded real document (tests/data/gpu-outputs/nvidia: the H200
+  recorded on this project's borrowed machine) with ``driver_version`` set to the package's, as the
+  ROCm stand-in does with amd-smi's version, and ``persistence_mode`` set from the stand-in's state. Like the real tool, it fails until the node has rebooted since the
   kernel module was installed ("NVIDIA-SMI has failed because it couldn't communicate with the
   NVIDIA driver"): the module package records the boot id at install time
   (``/var/lib/standin/boot_id``, see tests.infra.bare_node). ``nvidia-smi -pm 1`` turns
@@ -42,8 +42,8 @@ from pathlib import Path
 from .apt_repo import GPU_OUTPUTS, Package, SigningKey
 
 NVIDIA_OUTPUTS = GPU_OUTPUTS / "nvidia"
-RECORDED_Q_X = "nvidia-smi-q-x__Tesla-T4__driver-515.105.01__1.xml"
-RECORDED_DRIVER = "515.105.01"
+RECORDED_Q_X = "nvidia-smi-q-x__H200__driver-580.159.04__1.xml"
+RECORDED_DRIVER = "580.159.04"
 CUDA_DISTRO = "debian12"
 CUDA_PATH = f"compute/cuda/repos/{CUDA_DISTRO}/x86_64"
 TOOLKIT_PATH = "libnvidia-container/stable/deb/amd64"
@@ -73,15 +73,14 @@ if [ "$(cat $state/module-boot-id 2>/dev/null)" = "$boot" ]; then
   echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
   exit 9
 fi
+mode=Disabled
+[ "$(cat $state/persistence 2>/dev/null)" = "$boot" ] && mode=Enabled
 case "$*" in
   "-q -x")
-    if [ "$(cat $state/persistence 2>/dev/null)" = "$boot" ]; then
-      exec sed 's#<persistence_mode>Disabled</persistence_mode>#<persistence_mode>Enabled</persistence_mode>#' $data/q-x.xml
-    fi
-    exec cat $data/q-x.xml ;;
+    exec sed "s#<persistence_mode>[A-Za-z]*</persistence_mode>#<persistence_mode>$mode</persistence_mode>#" $data/q-x.xml ;;
   "-pm 1")
     mkdir -p $state && echo "$boot" > $state/persistence
-    echo "Enabled persistence mode for GPU 00000000:00:1E.0."
+    echo "Enabled persistence mode for GPU 00000000:00:06.0."
     echo "All done." ;;
   *) echo "nvidia-smi stand-in: no recorded output for 'nvidia-smi $*'" >&2; exit 2 ;;
 esac

@@ -267,7 +267,7 @@ def test_first_run_installs_the_pinned_branch_and_the_toolkit(lab, first_run):
         assert lab.sh(host, "cat /etc/apt/sources.list.d/nvidia-container-toolkit.list").splitlines()[-1] == (
             f"deb [signed-by=/etc/apt/keyrings/nvidia-container-toolkit.asc] {url}/{TOOLKIT_PATH} /")
         # verified with nvidia-smi after: the branch, one GPU, persistence turned on
-        assert re.search(re.escape(f"{host}: NVIDIA driver {NEW.driver} (CUDA 11.7), 1 x T4 seen by "
+        assert re.search(re.escape(f"{host}: NVIDIA driver {NEW.driver} (CUDA 13.0), 1 x H200 seen by "
                                    "nvidia-smi, persistence Enabled"), out), host
     # nv1, nv4: the role's repository line and key; nv2, nv3: their hand-made line is used as it is
     for host in ("nv1", "nv4"):
@@ -338,7 +338,7 @@ def nv4_rebooted(lab, first_run, inventory):
 
 def test_after_the_operators_reboot_the_gpus_are_verified(lab, nv4_rebooted):
     out = nv4_rebooted.stdout
-    assert f"nv4: NVIDIA driver {NEW.driver} (CUDA 11.7), 1 x T4 seen by nvidia-smi, persistence Enabled" in out
+    assert f"nv4: NVIDIA driver {NEW.driver} (CUDA 13.0), 1 x H200 seen by nvidia-smi, persistence Enabled" in out
     assert results(out, "nvidia_driver : Install the NVIDIA driver (branch 580)") == {"nv4": "skipping"}  # current
     assert "RUNNING HANDLER" not in out
 
