@@ -43,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DATA = ROOT / "tests" / "data" / "mlperf-logs" / "v5.1"
-RULESET = "6.0.0"
+from mlperf_repro.catalog import default_ruleset  # noqa: E402  (after the sys.path line)
+
+RULESET = default_ruleset()
 
 # Runs a module as __main__ with the given argv, then prints its own peak RSS (KiB) on stderr.
 _CHILD = r"""

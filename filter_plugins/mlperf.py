@@ -1,4 +1,4 @@
-"""Filters: the catalog, site validation and scoring arithmetic (thin adapters)."""
+"""Filters: inventory validation, the stage host filter and console lines (thin adapters)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ DOCUMENTATION = r"""
 name: mlperf
 short_description: mlperf-repro filters
 description:
-  - mlperf_resolve - a benchmark on a platform from the catalog, as data.
   - mlperf_validate_hosts - every host's site problems, or every host's resolved benchmark.
   - mlperf_preflight_table - one table of every node's preflight problems.
   - mlperf_preflight_rows - the preflight table's rows from every node's probe result.
   - mlperf_score_line - one console line saying a set's score.
-  - mlperf_time_to_train - minutes between run_start and run_stop (milliseconds).
-  - mlperf_olympic_mean - MLCommons' olympic mean.
   - mlperf_stage_hosts - a stage play's host pattern, or none when --tags leaves the stage out.
   - mlperf_preflight_summary_changed - whether a preflight summary says more than the file's text.
 """
@@ -22,13 +19,12 @@ import sys
 
 import jinja2
 
-from ansible.errors import AnsibleFilterError
 
 try:
-    from mlperf_repro import catalog as _catalog, site as _site
+    from mlperf_repro import catalog as _catalog, inventory_check as _check
 except ImportError:  # a checkout used without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from mlperf_repro import catalog as _catalog, site as _site
+    from mlperf_repro import catalog as _catalog, inventory_check as _check
 
 _CACHE: dict = {}
 
@@ -38,14 +34,6 @@ def _load(path=None):
     if key not in _CACHE:
         _CACHE[key] = _catalog.load_catalog(path)
     return _CACHE[key]
-
-
-def mlperf_resolve(benchmark, system, site_env=None, catalog_path=None):
-    """Resolve a benchmark on a platform: ``{{ 'llama31_8b' | mlperf_resolve('MI355X_1x8x1') }}``."""
-    try:
-        return _load(catalog_path).resolve(str(benchmark), str(system), site_env or {})
-    except _catalog.CatalogError as exc:
-        raise AnsibleFilterError(f"mlperf_resolve: {exc}") from None
 
 
 def _host_var(hostvars, host, name, default=None):
@@ -94,19 +82,19 @@ def mlperf_validate_hosts(hosts, hostvars, groups=None, run_tags=None, skip_tags
     sites, addresses = {}, {}
     nodes = set((groups or {}).get("mlperf_nodes") or [])
     for host in hosts:
-        site = {name: _host_var(hostvars, host, name, default) for name, default in _site.SITE_VARS.items()}
+        site = {name: _host_var(hostvars, host, name, default) for name, default in _check.SITE_VARS.items()}
         # every project variable the host has (mlperf_* and role-prefixed): unknown names and
         # declared role variables of the wrong type are found before any host is changed
         for name in _host_names(hostvars, host):
-            if name not in site and _site.is_project_variable(name):
+            if name not in site and _check.is_project_variable(name):
                 site[name] = _host_var(hostvars, host, name)
         site.update(ansible_run_tags=list(run_tags or []), ansible_skip_tags=list(skip_tags or []))
         sites[host] = site
         if host in nodes:
-            addresses[host] = _site.node_address(
+            addresses[host] = _check.node_address(
                 _host_var(hostvars, host, "ansible_connection"), _host_var(hostvars, host, "ansible_host"),
                 _host_var(hostvars, host, "ansible_port"), host, site.get("mlperf_logdir"))
-    return _site.validate_hosts(sites, dict(groups or {}), cat, addresses)
+    return _check.validate_hosts(sites, dict(groups or {}), cat, addresses)
 
 
 def mlperf_preflight_table(rows):
@@ -139,34 +127,18 @@ def mlperf_preflight_summary_changed(summary, previous_text=None):
     return summary_changed(summary, previous_text)
 
 
-def mlperf_time_to_train(run_start_ms, run_stop_ms):
-    from mlperf_repro.scoring import time_to_train_minutes
-    return time_to_train_minutes(run_start_ms, run_stop_ms)
-
-
-def mlperf_olympic_mean(values, n_noncompliant=0, max_dropped=1):
-    from mlperf_repro.scoring import olympic_mean
-    try:
-        return olympic_mean(list(values), n_noncompliant, max_dropped)
-    except ValueError as exc:
-        raise AnsibleFilterError(f"mlperf_olympic_mean: {exc}") from None
-
-
 def mlperf_stage_hosts(pattern, stage_tags, run_tags=None):
     """``hosts: "{{ 'mlperf_nodes' | mlperf_stage_hosts(['data'], ansible_run_tags) }}"``."""
-    return _site.stage_hosts(str(pattern), list(stage_tags), list(run_tags or []))
+    return _check.stage_hosts(str(pattern), list(stage_tags), list(run_tags or []))
 
 
 class FilterModule:
     def filters(self):
         return {
-            "mlperf_resolve": mlperf_resolve,
             "mlperf_validate_hosts": mlperf_validate_hosts,
             "mlperf_preflight_table": mlperf_preflight_table,
             "mlperf_score_line": mlperf_score_line,
             "mlperf_preflight_rows": mlperf_preflight_rows,
-            "mlperf_time_to_train": mlperf_time_to_train,
-            "mlperf_olympic_mean": mlperf_olympic_mean,
             "mlperf_stage_hosts": mlperf_stage_hosts,
             "mlperf_preflight_summary_changed": mlperf_preflight_summary_changed,
         }

@@ -46,13 +46,6 @@ options:
         checked against what C(lspci) sees.
     type: bool
     default: false
-  driver_matrix:
-    description:
-      - Supported ROCm / amdgpu pairs. Keys are ROCm versions or prefixes (C("7.2") covers 7.2.0 and
-        7.2.2; the most specific key wins); values are lists of amdgpu driver versions, prefixes
-        (C("6.12") covers 6.12.12) or C(">=X.Y.Z") entries. An unsupported, uncovered or uncheckable
-        pair is a problem. A malformed matrix fails the task.
-    type: dict
 attributes:
   check_mode:
     support: full
@@ -78,8 +71,6 @@ EXAMPLES = r"""
     expected_count: 8
     expected_model: MI355X
     min_rocm_version: "7.2.2"
-    driver_matrix:
-      "7.2.2": ["6.12.12"]
   register: gpu
 
 - name: Stop when preflight finds a problem
@@ -195,12 +186,8 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.gpu_facts import (check_expectations, collect, evaluate,
-                                                module_runner)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import (check_expectations, collect, evaluate,
-                                             module_runner)
+from ansible.module_utils.gpu_facts import (check_expectations, collect, evaluate,
+                                            module_runner)
 
 
 def main():
@@ -209,21 +196,19 @@ def main():
             expected_count=dict(type="int"),
             expected_model=dict(type="str"),
             min_rocm_version=dict(type="str"),
-            driver_matrix=dict(type="dict"),
             rocm_pending=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     params = module.params
     try:  # caller mistakes fail before anything runs
-        check_expectations(params["min_rocm_version"], params["driver_matrix"])
+        check_expectations(params["min_rocm_version"])
     except ValueError as exc:
         module.fail_json(msg="invalid option: %s" % exc)
     record = collect(module_runner(module))
     problems = evaluate(record, expected_count=params["expected_count"],
                         expected_model=params["expected_model"],
                         min_rocm_version=params["min_rocm_version"],
-                        driver_matrix=params["driver_matrix"],
                         rocm_pending=params["rocm_pending"])
     module.exit_json(changed=False, ansible_facts={"amd_gpu": record}, problems=problems)
 

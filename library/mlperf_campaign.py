@@ -126,38 +126,10 @@ commands:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.campaign import (CampaignError, ensure_started, os_error_text,
-                                               stop, summarize)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.campaign import (CampaignError, ensure_started, os_error_text, stop,
-                                            summarize)
-
-
-def public(state):
-    keys = ("campaign_id", "campaign_dir", "status", "runs", "done", "nexp", "counts",
-            "runner_alive", "started", "finished", "error", "orphans")
-    return {k: state.get(k) for k in keys}
-
-
-def started(module):
-    params = module.params
-    for key in ("root", "campaign_id", "spec", "runner_script"):
-        if not params[key]:
-            module.fail_json(msg="%s is required with state=started" % key)
-    action, campaign_dir, state, commands = ensure_started(
-        params["root"], params["campaign_id"], params["spec"], params["runner_script"],
-        env=params["env"], secret_env=params["secret_env"], python=params["python"],
-        resume=params["resume"], check_mode=module.check_mode, node_root=params["node_root"])
-    state["campaign_dir"] = campaign_dir
-    result = dict(changed=action != "attached", action=action, **public(state))
-    if commands is not None:
-        result["commands"] = commands
-    module.exit_json(**result)
+from ansible.module_utils.campaign import CampaignError, manage
+from ansible.module_utils.module_adapter import finish
 
 
 def main():
@@ -178,30 +150,9 @@ def main():
         required_if=[("state", "status", ["campaign_dir"]), ("state", "stopped", ["campaign_dir"])],
         supports_check_mode=True,
     )
-    try:
-        run(module)
-    except CampaignError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="mlperf_campaign: %s" % os_error_text(exc))
-    except Exception as exc:  # pylint: disable=broad-except
-        # Never the bare "Module failed.": say what broke, in words (no internal type names).
-        module.fail_json(msg="mlperf_campaign failed unexpectedly: %s (%s)"
-                             % (exc, type(exc).__name__.lstrip("_")))
-
-
-def run(module):
-    state = module.params["state"]
-    if state == "started":
-        started(module)
-    directory = module.params["campaign_dir"]
-    if not os.path.isfile(os.path.join(directory, "campaign.json")):
-        module.fail_json(msg="%s is not a campaign directory (no campaign.json)" % directory)
-    if state == "stopped":
-        changed = False if module.check_mode else stop(directory)
-        module.exit_json(changed=changed, action="stopped" if changed else "none",
-                         **public(summarize(directory)))
-    module.exit_json(changed=False, action="none", **public(summarize(directory)))
+    # Never the bare "Module failed.": finish says what broke, in words.
+    finish(module, "mlperf_campaign", (CampaignError,), manage,
+           check_mode=module.check_mode, **module.params)
 
 
 if __name__ == "__main__":

@@ -190,17 +190,13 @@ manifest:
   type: str
 """
 
-import json
-import os
 import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-try:
-    from ansible.module_utils.r2_download import R2Error, fetch_dataset
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.r2_download import R2Error, fetch_dataset
+from ansible.module_utils.fileio import write_json
+from ansible.module_utils.r2_download import R2Error, fetch_dataset
 
 
 def _progress_writer(path):
@@ -213,10 +209,7 @@ def _progress_writer(path):
         state["last"] = now
         rec = {"event": p.event, "bytes_done": p.bytes_done, "bytes_total": p.bytes_total,
                "files_done": p.files_done, "files_total": p.files_total, "time": time.time()}
-        tmp = "%s.tmp.%d" % (path, os.getpid())
-        with open(tmp, "w") as f:
-            json.dump(rec, f)
-        os.replace(tmp, path)
+        write_json(path, rec, 0o644, indent=None)
 
     return write
 

@@ -74,10 +74,7 @@ files:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.render_files import FilesError, ensure
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.render_files import FilesError, ensure
+from ansible.module_utils.render_files import FilesError, ensure
 
 
 def main():

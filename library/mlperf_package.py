@@ -33,9 +33,8 @@ options:
     type: str
     required: true
   ruleset:
-    description: Training ruleset of mlperf-logging.
+    description: Training ruleset of mlperf-logging; the catalog's (catalog.yml C(ruleset)) when omitted.
     type: str
-    default: "6.0.0"
   benchmark:
     description: Benchmark name; detected from submission_benchmark when omitted.
     type: str
@@ -96,7 +95,7 @@ def main():
             "out_dir": {"type": "path", "required": True},
             "org": {"type": "str", "required": True},
             "system": {"type": "str", "required": True},
-            "ruleset": {"type": "str", "default": "6.0.0"},
+            "ruleset": {"type": "str"},
             "benchmark": {"type": "str"},
             "system_json": {"type": "path"},
             "system_fields": {"type": "dict"},

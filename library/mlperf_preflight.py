@@ -108,12 +108,9 @@ deferred:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.gpu_facts import check_expectations, collect, evaluate, module_runner
-    from ansible.module_utils.preflight import probe
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.gpu_facts import check_expectations, collect, evaluate, module_runner
-    from mlperf_repro.node.preflight import probe
+from ansible.module_utils.gpu_facts import check_expectations, collect, evaluate, module_runner
+from ansible.module_utils.preflight import probe
+from ansible.module_utils.campaign import RUNTIMES
 
 
 def main():
@@ -121,7 +118,7 @@ def main():
         argument_spec={
             "paths": {"type": "list", "elements": "dict", "default": []},
             "commands": {"type": "list", "elements": "str", "default": []},
-            "container_runtime": {"type": "str", "choices": ["docker", "podman", "none"],
+            "container_runtime": {"type": "str", "choices": list(RUNTIMES),
                                   "default": "none"},
             "need_sudo": {"type": "bool", "default": False},
             "allow_running_containers": {"type": "bool", "default": False},

@@ -19,9 +19,8 @@ options:
     type: path
     required: true
   ruleset:
-    description: Training ruleset of mlperf-logging.
+    description: Training ruleset of mlperf-logging; the catalog's (catalog.yml C(ruleset)) when omitted.
     type: str
-    default: "6.0.0"
   benchmark:
     description: Benchmark name; detected from submission_benchmark when omitted.
     type: str
@@ -63,7 +62,6 @@ EXAMPLES = r"""
 - name: Score the collected set
   mlperf_score:
     path: results/llama31_8b/MI355X_1x8x1/20261128T120000Z/node1
-    ruleset: "6.0.0"
     reference: {score_minutes: 86.84, submission_id: "6.0-0036"}
     gpu: MI355X
   register: score
@@ -83,7 +81,6 @@ output:
 
 import json
 import os
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -94,7 +91,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "ruleset": {"type": "str", "default": "6.0.0"},
+            "ruleset": {"type": "str"},
             "benchmark": {"type": "str"},
             "allow_partial": {"type": "bool", "default": False},
             "expected_runs": {"type": "int"},
@@ -109,7 +106,7 @@ def main():
     )
     try:
         from mlperf_repro.compare import campaign_platform, versus_reference
-        from mlperf_repro.node.render_files import write_atomic
+        from mlperf_repro.node.fileio import ensure_content
         from mlperf_repro.scoring import find_result_files, score_directory
     except ImportError as exc:
         module.fail_json(msg="mlperf_repro is not importable by %s (%s): install the project "
@@ -136,17 +133,10 @@ def main():
     output = params["output"] or os.path.join(params["path"], "score.json")
     text = json.dumps(score, indent=2, sort_keys=True) + "\n"
     try:
-        with open(output, encoding="utf-8") as handle:
-            content_changed = handle.read() != text
-        mode_changed = stat.S_IMODE(os.stat(output).st_mode) != SCORE_MODE
-    except OSError:
-        content_changed, mode_changed = True, False
-    if not module.check_mode:
-        if content_changed:
-            write_atomic(output, text.encode("utf-8"), SCORE_MODE)
-        elif mode_changed:
-            os.chmod(output, SCORE_MODE)
-    module.exit_json(changed=content_changed or mode_changed, score=score, output=output)
+        changed = ensure_content(output, text, SCORE_MODE, module.check_mode)
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (exc.filename or output, exc.strerror or exc))
+    module.exit_json(changed=changed, score=score, output=output)
 
 
 if __name__ == "__main__":

@@ -172,101 +172,10 @@ output_tail:
   type: str
 """
 
-import grp
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
-                                                ensure_submitted, is_slurm_campaign, public,
-                                                refresh, tail, vendor_config)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.slurm_job import (OPEN_STATUSES, Slurm, SlurmError, cancel,
-                                             ensure_submitted, is_slurm_campaign, public,
-                                             refresh, tail, vendor_config)
-
-
-def parse_mode(module, value, world_writable=False):
-    try:
-        mode = int(str(value), 8) if not isinstance(value, int) else value
-    except ValueError:
-        module.fail_json(msg="mode: expected an octal mode like 2770, got %r" % (value,))
-    if not 0 <= mode <= 0o3777 or mode & 0o700 != 0o700:
-        module.fail_json(msg="mode %o: expected a directory mode the owner can read, write and "
-                             "enter, like 2770" % mode)
-    if mode & 0o002 and not world_writable:
-        module.fail_json(msg="mode %o would make the campaign directory world-writable: "
-                             "use group permissions (e.g. 2770 with a group), or set "
-                             "world_writable" % mode)
-    return mode
-
-
-def parse_group(module, name):
-    if not name:
-        return None
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        if str(name).isdigit():
-            return int(name)
-        module.fail_json(msg="group %r does not exist on %s" % (name, os.uname()[1]))
-
-
-def report(module, state, campaign_dir, action, changed, diff=None):
-    result = public(state, campaign_dir)
-    status = result["status"]
-    if status not in OPEN_STATUSES and status != "complete" and result.get("output_path"):
-        result["output_tail"] = tail(result["output_path"], module.params["tail_lines"])
-    if diff is not None:
-        result["diff"] = diff
-    module.exit_json(changed=changed, action=action, **result)
-
-
-def submitted(module, slurm):
-    params = module.params
-    for key in ("root", "campaign_id", "script", "nexp"):
-        if params[key] in (None, ""):
-            module.fail_json(msg="%s is required with state=submitted" % key)
-    if params["nexp"] < 1:
-        module.fail_json(msg="nexp: expected a positive integer, got %r" % params["nexp"])
-    root = params["root"]
-    campaign_dir = os.path.join(root, params["campaign_id"])
-    if campaign_dir not in params["script"]:
-        module.fail_json(msg="script does not mention the campaign directory %s: its LOGDIR and "
-                             "#SBATCH --output must point there" % campaign_dir)
-    spec = {
-        "benchmark": params["benchmark"],
-        "system": params["system"],
-        "nexp": params["nexp"],
-        "root_seed": params["root_seed"],
-        "output": params["output"],
-        "job_name": params["job_name"],
-    }
-    config_record = vendor_config(params["code_dir"])
-    if config_record is not None:
-        spec["vendor_config"] = config_record
-    output = params["output"]
-    if "/" in output or output.endswith(".log") or output.startswith("result_"):
-        module.fail_json(msg="output %r: expected a plain file name that is neither result_* nor "
-                             "*.log (the scorer reads those as run logs)" % output)
-    mode = parse_mode(module, params["mode"], params["world_writable"])
-    group = parse_group(module, params["group"])
-    try:
-        action, directory, state = ensure_submitted(
-            root, params["campaign_id"], spec, params["script"], slurm, resume=params["resume"],
-            check=module.check_mode, mode=mode, group=group)
-    except (SlurmError, ValueError, OSError) as exc:
-        module.fail_json(msg=str(exc), campaign_dir=campaign_dir)
-    if action == "submitted":
-        diff = {"before": "", "after": params["script"],
-                "after_header": os.path.join(directory, "job.sh")}
-        if module.check_mode:
-            state["status"] = "pending"
-        report(module, state, directory, action, True, diff if module._diff else None)
-    if state.get("job_id"):
-        state, _ = refresh(directory, slurm, write=False)
-    report(module, state, directory, action, action == "adopted" and not module.check_mode)
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.slurm_job import SlurmJobError, manage
 
 
 def main():
@@ -294,22 +203,8 @@ def main():
         required_if=[("state", "status", ["campaign_dir"]), ("state", "cancelled", ["campaign_dir"])],
         supports_check_mode=True,
     )
-    slurm = Slurm()
-    if module.params["state"] == "submitted":
-        submitted(module, slurm)
-    directory = module.params["campaign_dir"]
-    if not is_slurm_campaign(directory):
-        module.fail_json(msg="%s is not a Slurm campaign directory (no campaign.json with "
-                             "launch slurm)" % directory)
-    try:
-        if module.params["state"] == "cancelled":
-            done = cancel(directory, slurm, check=module.check_mode)
-            state, _ = refresh(directory, slurm, write=not module.check_mode)
-            report(module, state, directory, "cancelled" if done else "none", done)
-        state, changed = refresh(directory, slurm, write=not module.check_mode)
-    except SlurmError as exc:
-        module.fail_json(msg=str(exc), campaign_dir=directory)
-    report(module, state, directory, "status", changed)
+    finish(module, "mlperf_slurm_job", (SlurmJobError,), manage,
+           check_mode=module.check_mode, diff=module._diff, **module.params)
 
 
 if __name__ == "__main__":

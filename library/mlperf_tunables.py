@@ -122,14 +122,8 @@ gfx_targets:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.tunables import (drift, drop_caches, load_before, persist,
-                                               read_state, save_before, set_values, start_actions,
-                                               wanted)
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.tunables import (drift, drop_caches, load_before, persist,
-                                            read_state, save_before, set_values, start_actions,
-                                            wanted)
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.tunables import TunablesError, ensure
 
 
 def main():
@@ -150,85 +144,8 @@ def main():
         },
         supports_check_mode=True,
     )
-    params = module.params
-    before = read_state(params["root"])
-    current_drift = drift(before)
-    if params["mode"] == "check":
-        if current_drift and params["fail_on_drift"]:
-            module.fail_json(msg="%s: tunables drift: %s" % (params["node_name"], _say_drift(current_drift)), before=before,
-                             drift=current_drift)
-        if current_drift:
-            module.warn("%s: %d setting(s) differ from AMD's: %s"
-                        % (params["node_name"], len(current_drift), _say_drift(current_drift)))
-        finish(module, changed=False, before=before, after=before, drift=current_drift,
-               sysctl_file_changed=False)
-    if params["mode"] == "apply":
-        target = {name: value for name, value in wanted().items() if before.get(name) is not None}
-        if not params["use_commands"]:
-            target.pop("amdgpu_module", None)  # only modprobe can load it
-    else:
-        recorded = load_before(params["state_file"])
-        if recorded is None:
-            module.fail_json(msg="mode=reset: no record of the values before apply in %s; "
-                                 "nothing to restore" % params["state_file"])
-        target = {k: v for k, v in recorded.items() if v is not None and k != "amdgpu_module"}
-    changes = {k: v for k, v in target.items() if before.get(k) != v}
-    after = dict(before)
-    after.update(changes)
-    diff = [{"before_header": "tunables", "after_header": "tunables", "before": before, "after": after}]
-    # apply + persistent writes the sysctl.d file, reset removes it; apply alone leaves it be
-    sysctl_changed = False
-    if params["mode"] == "reset" or params["persistent"]:
-        try:
-            sysctl_changed, file_before, file_after = persist(
-                params["sysctl_file"], params["mode"] == "apply", module.check_mode)
-        except OSError as exc:
-            module.fail_json(msg="%s: %s" % (params["sysctl_file"], exc), before=before)
-        if sysctl_changed:
-            diff.append({"before_header": params["sysctl_file"], "after_header": params["sysctl_file"],
-                         "before": file_before or "", "after": file_after or ""})
-    changed = bool(changes) or params["drop_caches"] or sysctl_changed
-    if module.check_mode:
-        finish(module, changed=changed, before=before, after=after, drift=current_drift, diff=diff,
-               sysctl_file_changed=sysctl_changed)
-    if params["mode"] == "apply":
-        save_before(params["state_file"], before)
-    errors = set_values(changes, params["root"], params["use_commands"])
-    if params["drop_caches"]:
-        error = drop_caches(params["root"])
-        if error:
-            errors.append(error)
-    if errors:
-        module.fail_json(msg="; ".join(errors), before=before)
-    after = read_state(params["root"])
-    left = drift(after)
-    if left and params["mode"] == "apply":
-        module.warn("%s: %d setting(s) still differ from AMD's after apply: %s"
-                    % (params["node_name"], len(left), _say_drift(left)))
-    finish(module, changed=changed, before=before, after=after, drift=left, diff=diff,
-           sysctl_file_changed=sysctl_changed)
-
-
-def finish(module, **result):
-    """Exit with ``result``, after AMD's start actions when asked (never counted as a change)."""
-    params = module.params
-    actions, errors = [], []
-    if params["actions"] and params["mode"] in ("apply", "check"):
-        actions, errors = start_actions(params["gpu"], params["root"], dry_run=module.check_mode,
-                                        which=params["actions"])
-    gfx = [target for action in actions for target in action.get("gfx") or []]
-    for action in actions:
-        if action.get("note"):
-            module.warn("%s: %s" % (params["node_name"], action["note"]))
-    if errors:
-        module.fail_json(msg="%s: %s" % (params["node_name"], "; ".join(errors)), actions=actions,
-                         gfx_targets=gfx, **result)
-    module.exit_json(actions=actions, gfx_targets=gfx, **result)
-
-
-def _say_drift(found):
-    return ", ".join("%s is %s (AMD: %s)" % (name, item.get("current"), item.get("wanted"))
-                     if isinstance(item, dict) else name for name, item in sorted(found.items()))
+    finish(module, "mlperf_tunables", (TunablesError,), ensure,
+           check_mode=module.check_mode, **module.params)
 
 
 if __name__ == "__main__":

@@ -76,24 +76,10 @@ record_file:
   type: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.render_files import write_atomic
-    from ansible.module_utils.vendor_check import LEGACY_SUFFIX, RECORD_NAME, inspect, record_text
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.render_files import write_atomic
-    from mlperf_repro.node.vendor_check import LEGACY_SUFFIX, RECORD_NAME, inspect, record_text
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return None
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.vendor_check import VendorCheckError, ensure_record
 
 
 def main():
@@ -106,41 +92,8 @@ def main():
         },
         supports_check_mode=True,
     )
-    params = module.params
-    name = params["config_file"]
-    if os.path.basename(name) != name or name in ("", ".", ".."):
-        module.fail_json(msg="config_file: expected a plain file name such as config_MI355X_1x8x1.sh, got %r" % name)
-    code_dir = params["code_dir"]
-    if not os.path.isdir(code_dir):
-        if module.check_mode:  # the code is copied out of the image by the same run
-            module.exit_json(changed=False, source="unknown", differences={}, site_overrides=[],
-                             summary="%s is not there yet (copied out of the image by this run)" % code_dir,
-                             record_file=os.path.join(code_dir, RECORD_NAME))
-        module.fail_json(msg="code_dir %s is not a directory: copy the code out of the image first" % code_dir)
-    try:
-        record = inspect(code_dir, name, params["catalog_env"], params["site_env"])
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg="%s/%s: %s" % (code_dir, name, exc))
-    changed = False
-    config_path = os.path.join(code_dir, name)
-    legacy = config_path + LEGACY_SUFFIX
-    record_path = os.path.join(code_dir, RECORD_NAME)
-    text = record_text(record).encode("utf-8")
-    try:
-        if os.path.isfile(legacy):  # the earlier layout: the image's file goes back in place
-            changed = True
-            if not module.check_mode:
-                write_atomic(config_path, _read(legacy), 0o644)
-                os.unlink(legacy)
-                record = inspect(code_dir, name, params["catalog_env"], params["site_env"])
-                text = record_text(record).encode("utf-8")
-        if _read(record_path) != text:
-            changed = True
-            if not module.check_mode:
-                write_atomic(record_path, text, 0o644)
-    except OSError as exc:
-        module.fail_json(msg="%s: %s" % (exc.filename or code_dir, exc.strerror or exc))
-    module.exit_json(changed=changed, record_file=record_path, **record)
+    finish(module, "mlperf_vendor_check", (VendorCheckError,), ensure_record,
+           check_mode=module.check_mode, **module.params)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .progress import (CAMPAIGN_ACTIONS, CampaignProgress, CampaignWatcher, Progress, event_action,
-                       failure_message, stage_of)
+from .progress import CAMPAIGN_ACTIONS, CampaignProgress, CampaignWatcher, Progress
+from .runner_events import HostCounts, event_action, recap_from_stats, task_outcome
+from .stages import stage_of
 from .secret_exec import FIFO_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -74,22 +75,8 @@ _IDENT = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
 
 #: ansible-runner's final states.
 FINAL_STATES = ("successful", "failed", "canceled", "timeout")
-#: Events that carry a task's outcome for one host.
-_OUTCOMES = {
-    "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
-    "runner_on_unreachable": "unreachable",
-}
-
-
-@dataclass
-class HostRecap:
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    unreachable: int = 0
-    skipped: int = 0
-    rescued: int = 0
-    ignored: int = 0
+#: A host's counts in a run's recap (ansible-playbook's own, else added up from the events).
+HostRecap = HostCounts
 
 
 @dataclass
@@ -137,7 +124,7 @@ class RunResult:
     campaigns: dict[str, str] = field(default_factory=dict)     # host -> campaign dir on the node
     result_sets: dict[str, str] = field(default_factory=dict)   # host -> collected set (controller)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # set dir -> score.json
-    stages: list[str] = field(default_factory=list)             # stages entered, in order
+    stages: list[str] = field(default_factory=list)             # stages run on a host, in order
     events: int = 0
 
     @property
@@ -193,6 +180,7 @@ class _Collector:
         self.score_files: dict[str, str] = {}
         self.score_data: dict[str, dict[str, Any]] = {}
         self.stages: list[str] = []
+        self._entered: str | None = None  # the stage the current play entered first
         self.diffs: list[FileDiff] = []
         self.changes: list[PlannedChange] = []
         self.commands: dict[str, list[str]] = {}
@@ -205,42 +193,36 @@ class _Collector:
             self.events += 1
             if name == "playbook_on_play_start":
                 stage = stage_of(data.get("play") or data.get("name"))
+                self._entered = None
                 if stage and stage not in self.stages:
                     self.stages.append(stage)
+                    self._entered = stage
+            elif name == "playbook_on_no_hosts_matched" and self._entered:
+                # a stage --tags left out (or an opt-in one not asked for) was not entered
+                self.stages.remove(self._entered)
+                self._entered = None
             elif name == "playbook_on_stats":
-                self._stats(data)
-            elif name in _OUTCOMES or name in ("runner_item_on_ok", "runner_item_on_failed"):
-                self._outcome(name, data)
+                self.stats = recap_from_stats(data)
+            elif name in ("runner_item_on_ok", "runner_item_on_failed") or task_outcome(event):
+                self._outcome(event)
 
-    def _stats(self, data: Mapping[str, Any]) -> None:
-        stats: dict[str, HostRecap] = {}
-        for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
-                          ("dark", "unreachable"), ("skipped", "skipped"),
-                          ("rescued", "rescued"), ("ignored", "ignored")):
-            for host, count in (data.get(key) or {}).items():
-                setattr(stats.setdefault(host, HostRecap()), attr, int(count))
-        self.stats = stats
 
-    def _outcome(self, name: str, data: Mapping[str, Any]) -> None:
+    def _outcome(self, event: Mapping[str, Any]) -> None:
+        name = event.get("event")
+        data = event.get("event_data") or {}
         host = str(data.get("host") or "")
         task = str(data.get("task") or "")
         res = data.get("res") if isinstance(data.get("res"), dict) else {}
         action = event_action(dict(data))
-        if name in _OUTCOMES:
-            recap = self.counts.setdefault(host, HostRecap())
-            outcome = _OUTCOMES[name]
-            if outcome == "failed" and data.get("ignore_errors"):
-                recap.ignored += 1
-            else:
-                setattr(recap, outcome, getattr(recap, outcome) + 1)
-            if outcome == "ok" and res.get("changed"):
-                recap.changed += 1
+        outcome = task_outcome(event)
+        if outcome is not None:
+            self.counts.setdefault(host, HostRecap()).add(outcome)
+            if outcome.changed:
                 self.changes.append(PlannedChange(host=host, task=task, action=action))
-            if outcome in ("failed", "unreachable") and not data.get("ignore_errors"):
+            if outcome.failure:
                 self.failed.append(FailedTask(
-                    host=host, task=task, message=failure_message(res) or outcome,
-                    play=data.get("play"), role=data.get("role"), action=action,
-                    unreachable=outcome == "unreachable"))
+                    host=host, task=task, message=outcome.message, play=outcome.play,
+                    role=outcome.role, action=action, unreachable=outcome.outcome == "unreachable"))
         if name in ("runner_on_ok", "runner_item_on_ok"):
             self._diffs(host, task, res)
             if action in CAMPAIGN_ACTIONS and res.get("campaign_dir"):
@@ -538,7 +520,7 @@ def prune_artifacts(base: str | os.PathLike, keep: int) -> list[str]:
     return removed
 
 
-class Run:
+class PlaybookHandle:
     """A playbook run in progress (see :func:`start`): ``wait()`` returns its result."""
 
     def __init__(self, *, inventory: Any = None, benchmark: str | None = None,
@@ -712,11 +694,11 @@ def start(inventory: Any = None, benchmark: str | None = None, tags: str | Seque
           extravars: Mapping[str, Any] | None = None,
           on_event: Callable[[dict[str, Any]], Any] | None = None, cancel: Any = None,
           private_data_dir: str | os.PathLike | None = None, playbook: str = "site.yml",
-          **options: Any) -> Run:
-    """Start the playbook in the background; returns a :class:`Run` (``wait()``, ``cancel()``,
+          **options: Any) -> PlaybookHandle:
+    """Start the playbook in the background; returns a :class:`PlaybookHandle` (``wait()``, ``cancel()``,
     ``progress``). Options: ``on_status``, ``verbosity``, ``envvars``, ``check``, ``diff``,
     ``keep_artifacts`` (runs kept under the private data dir, 0: all), ``vault_password_file``."""
-    return Run(inventory=inventory, benchmark=benchmark, tags=tags, skip_tags=skip_tags,
+    return PlaybookHandle(inventory=inventory, benchmark=benchmark, tags=tags, skip_tags=skip_tags,
                limit=limit, extravars=extravars, on_event=on_event, cancel=cancel,
                private_data_dir=private_data_dir, playbook=playbook, **options)
 

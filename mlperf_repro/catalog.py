@@ -6,12 +6,15 @@ and what was expected, so a bad entry fails before any host is touched.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from .node.campaign import RUNTIMES
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yml")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -173,6 +176,29 @@ class Catalog:
 #: The file the render stage writes the site's values to, beside config_<SYSTEM>.sh; the runs
 #: source it after the config (the image's own, or the catalog's where the image has none).
 SITE_CONFIG_FILE = "site_env.sh"
+
+
+#: The container runtimes a site may choose: node/campaign.py's RUNTIMES.
+
+
+@functools.lru_cache(maxsize=1)
+def packaged_catalog() -> Catalog:
+    """The catalog packaged with mlperf_repro, loaded once per process."""
+    return load_catalog()
+
+
+def default_ruleset() -> str:
+    """The mlperf-logging training ruleset a score uses unless told otherwise: the catalog's
+    ``ruleset`` (the one place it is written)."""
+    return packaged_catalog().ruleset
+
+
+def quality_target(benchmark: str | None) -> float | None:
+    """The benchmark's quality target from the packaged catalog (``quality.target``), or None
+    for a benchmark the catalog does not know."""
+    bench = packaged_catalog().benchmarks.get(str(benchmark)) if benchmark else None
+    target = (bench.quality or {}).get("target") if bench else None
+    return float(target) if isinstance(target, (int, float)) and not isinstance(target, bool) else None
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

@@ -128,7 +128,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def _scoring_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ruleset", default="6.0.0", help="training ruleset (default 6.0.0)")
+    parser.add_argument("--ruleset", help="training ruleset (default: the catalog's)")
     parser.add_argument("--benchmark", help="benchmark name (default: from the logs)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="score fewer runs than a submission needs (marked not valid)")
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     pkg.add_argument("--system-json", help="system description JSON whose fields override the derived ones")
     pkg.add_argument("--field", action="append", metavar="KEY=VALUE",
                      help="a system description field (repeatable; overrides everything)")
-    pkg.add_argument("--ruleset", default="6.0.0", help="training ruleset (default 6.0.0)")
+    pkg.add_argument("--ruleset", help="training ruleset (default: the catalog's)")
     pkg.add_argument("--benchmark", help="benchmark name (default: from the logs)")
     pkg.add_argument("--force", action="store_true", help="replace this system/benchmark in an existing tree")
     pkg.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -22,13 +22,13 @@ flat in the size of the log: :func:`iter_events` is a generator and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-TOKEN = ":::MLLOG "
+from mlperf_repro.node import mllog_line
+
 REQUIRED_FIELDS = ("time_ms", "key", "value", "metadata")
 _SNIPPET_CHARS = 160
 
@@ -71,13 +71,9 @@ def _snippet(text: str) -> str:
 
 def _decode_payload(payload: str) -> tuple[dict[str, Any] | None, str | None]:
     """JSON text after the token -> (record, None) or (None, what was wrong)."""
-    try:
-        record = json.loads(payload)
-    except ValueError as exc:
-        return None, (f"invalid JSON after ':::MLLOG' ({exc}); "
-                      "expected one complete JSON object - is the line truncated?")
-    if not isinstance(record, dict):
-        return None, f"expected a JSON object after ':::MLLOG', found {type(record).__name__}"
+    record, error = mllog_line.decode(payload)
+    if record is None:
+        return None, error
     missing = [name for name in REQUIRED_FIELDS if name not in record]
     if missing:
         return None, (f"MLLOG record lacks required field(s) {', '.join(missing)}; "
@@ -105,10 +101,10 @@ def _to_event(record: dict[str, Any], line: int) -> tuple[MLLogEvent | None, str
 def parse_line(text: str, line: int, source: str) -> MLLogEvent | ParseProblem | None:
     """Parse one text line: an event, a problem, or None for a non-MLLOG line."""
     text = text.rstrip("\r\n")
-    _, token, payload = text.rpartition(TOKEN)
-    if not token:
+    payload = mllog_line.payload(text)
+    if payload is None:
         return None
-    record, error = _decode_payload(payload.strip())
+    record, error = _decode_payload(payload)
     if record is not None:
         event, error = _to_event(record, line)
         if event is not None:

@@ -292,7 +292,7 @@ def run_package_checker(org_dir: str | os.PathLike, ruleset: str, log_output: st
 
 
 def package(result_dir: str | os.PathLike, out_dir: str | os.PathLike, org: str, system: str, *,
-            ruleset: str = "6.0.0", benchmark: str | None = None,
+            ruleset: str | None = None, benchmark: str | None = None,
             system_json: str | os.PathLike | Mapping[str, Any] | None = None,
             system_fields: Mapping[str, Any] | None = None, facts: Mapping[str, Any] | None = None,
             force: bool = False, timeout: float = 1800, checker_args: Sequence[str] = ()) -> PackageResult:
@@ -302,9 +302,10 @@ def package(result_dir: str | os.PathLike, out_dir: str | os.PathLike, org: str,
     ``ORG/results/<system>/<benchmark>`` that is not empty is refused unless ``force``, which
     replaces it; other benchmarks and systems already in the tree are kept and checked too.
     """
-    from .scoring import check_ruleset, find_result_files
+    from .node.campaign import log_name
+    from .scoring import DEFAULT_RULESET, check_ruleset, find_result_files
 
-    check_ruleset(ruleset)
+    ruleset = check_ruleset(ruleset or DEFAULT_RULESET)
     _check_name(org, "organization")
     _check_name(system, "system name")
     source, out = Path(result_dir).resolve(), Path(out_dir).resolve()
@@ -343,14 +344,14 @@ def package(result_dir: str | os.PathLike, out_dir: str | os.PathLike, org: str,
         shutil.rmtree(bench_dir)
     # Explicit modes whatever the umask: directories 0755, files 0644 (a submission is read by
     # MLCommons' tools and reviewers, written by no one else).
-    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+    from .node.fileio import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
     make_dirs(bench_dir, 0o755)
     make_dirs(org_dir / "systems", 0o755)
     system_path = org_dir / "systems" / f"{system}.json"
     write_atomic(str(system_path), (json.dumps(desc, indent=4) + "\n").encode("utf-8"), 0o644)
     copied = []
     for index, path in enumerate(files):
-        target = bench_dir / f"result_{index}.txt"
+        target = bench_dir / log_name(index)
         write_atomic(str(target), Path(path).read_bytes(), 0o644)
         copied.append({"source": str(path), "target": str(target)})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
@@ -35,6 +36,25 @@ def shared_mount_problems(rows: Iterable[Mapping[str, Any]], label: str = "DATAD
             for host in hosts:
                 problems.append({"host": host, "problem": (
                     f"{label} is not the same filesystem on every node: {groups}")})
+    return problems
+
+
+def shared_marker_problems(reads: Mapping[str, Iterable[Mapping[str, Any]]], writer: str,
+                           content: str) -> list[str]:
+    """What the shared-storage proof found wrong: ``reads`` is host -> that host's reads of the
+    marker ``writer`` wrote with ``content`` (each ``{item: path, stat: {exists, checksum}}``,
+    ansible.builtin.stat's result with a SHA-1 checksum)."""
+    expected = hashlib.sha1(content.encode()).hexdigest()
+    problems = []
+    for host, results in reads.items():
+        for read in results or []:
+            stat = read.get("stat") or {}
+            if not stat.get("exists"):
+                problems.append(f"{host}: {read.get('item')}: the marker is not there: not the same "
+                                f"filesystem as on {writer} (not mounted, or a local directory)")
+            elif stat.get("checksum", "") != expected:
+                problems.append(f"{host}: {read.get('item')}: the marker has other content than "
+                                f"{writer} wrote (another filesystem holding an old marker?)")
     return problems
 
 

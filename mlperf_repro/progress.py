@@ -14,7 +14,8 @@ Plain Python, no Ansible imports. Three layers, each usable alone:
   against the quality target, the observed samples/second and an ETA from the catalog's
   ``typical_samples_to_converge``. Rates come from the logs' own ``time_ms`` stamps, not from
   the clock of the reader, so a log read late or all at once gives the same numbers.
-* :class:`Progress` folds ansible-runner events (per host: stage, task, counts, failures; the
+* :class:`Progress` follows ansible-runner events, read by :mod:`mlperf_repro.runner_events`
+  (the API reads them so too) and :mod:`mlperf_repro.stages` (per host: stage, task, counts, failures; the
   ``mlperf_campaign`` module's returns) and polls the campaigns it learns of whose directories
   are readable here (``inventory/local``). It is thread-safe: events arrive on the runner's
   thread while a display polls from another.
@@ -26,7 +27,6 @@ Rendering: :func:`make_renderer` gives a ``rich`` live display when the stream i
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, TextIO
 
 from .mllog import MLLogEvent, parse_line
 from .node.campaign import OPEN_STATES, log_name, read_json, summarize
+from .runner_events import HostCounts, event_action, failure_message, task_outcome
+from .stages import stage_of
 
 _CHUNK = 1 << 20
 #: A run between its start by the campaign runner and its run_stop.
@@ -424,16 +426,13 @@ def quality_for(benchmark: str | None, catalog: Any = None) -> Quality:
 # ---------------------------------------------------------------------------------------------
 # Per host and stage, from ansible-runner events
 
-@dataclass
-class HostProgress:
+@dataclass(kw_only=True)
+class HostProgress(HostCounts):
+    """A host's stage, task and counts (:class:`~mlperf_repro.runner_events.HostCounts`)."""
+
     host: str
     stage: str | None = None
     task: str | None = None
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    unreachable: int = 0
     last_failure: str | None = None
     last_stage: str | None = None
     last_task: str | None = None
@@ -472,46 +471,6 @@ class ProgressSnapshot:
 #: Modules whose returns tell where a campaign stands (campaign_dir, nexp, runs, status).
 CAMPAIGN_ACTIONS = ("mlperf_campaign", "mlperf_slurm_job")
 
-_RESULT_EVENTS = {
-    "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
-    "runner_on_unreachable": "unreachable",
-}
-
-
-def stage_of(play: str | None) -> str | None:
-    """``Render - benchmark code ...`` -> ``render``; ``Validate the inventory`` -> ``validate``."""
-    if not play:
-        return None
-    match = re.match(r"\s*([A-Za-z]+)", play)
-    return match.group(1).lower() if match else None
-
-
-def event_action(event_data: dict[str, Any]) -> str:
-    action = event_data.get("resolved_action") or event_data.get("task_action") or ""
-    return str(action).rsplit(".", 1)[-1]
-
-
-def failure_message(res: dict[str, Any] | None) -> str:
-    """The readable message of a failed task result (loop items included)."""
-    if not isinstance(res, dict):
-        return ""
-    parts = []
-    msg = res.get("msg")
-    if msg:
-        parts.append(str(msg).strip())
-    for item in res.get("results") or []:
-        if isinstance(item, dict) and item.get("failed"):
-            sub = failure_message(item)
-            if sub and sub not in parts:
-                parts.append(sub)
-    stderr = str(res.get("stderr") or "").strip()
-    if stderr and (not parts or parts[0] in ("non-zero return code", "MODULE FAILURE")):
-        parts.append(stderr[-2000:])
-    if not parts and res.get("reason"):
-        parts.append(str(res["reason"]))
-    return "\n".join(parts)
-
-
 class Progress:
     """Live model of a playbook run: fed with ansible-runner events, polls local campaigns."""
 
@@ -549,20 +508,16 @@ class Progress:
                 host.stage = stage_of(data.get("play")) or self.stage
                 host.task = data.get("task")
                 return
-            if name == "runner_on_skipped" and host.task == data.get("task"):
-                host.stage, host.task = host.last_stage, host.last_task  # a skip is no news
-            elif name in _RESULT_EVENTS:
-                host.last_stage, host.last_task = host.stage, data.get("task")
+            outcome = task_outcome(event)
+            if outcome is not None:
+                if outcome.outcome == "skipped" and host.task == outcome.task:
+                    host.stage, host.task = host.last_stage, host.last_task  # a skip is no news
+                else:
+                    host.last_stage, host.last_task = host.stage, outcome.task
+                host.add(outcome)
+                if outcome.failure:
+                    host.last_failure = f"{outcome.task}: {failure_message(dict(outcome.res))}"
             res = data.get("res") if isinstance(data.get("res"), dict) else {}
-            counter = _RESULT_EVENTS.get(name)
-            if counter:
-                if name == "runner_on_ok" and res.get("changed"):
-                    host.changed += 1
-                if name == "runner_on_failed" and data.get("ignore_errors"):
-                    counter = "ok"
-                setattr(host, counter, getattr(host, counter) + 1)
-                if counter in ("failed", "unreachable"):
-                    host.last_failure = f"{data.get('task')}: {failure_message(res)}"
             action = event_action(data)
             if action not in CAMPAIGN_ACTIONS or name not in ("runner_on_ok", "runner_retry"):
                 return

@@ -260,6 +260,12 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [round(start + i * step, 12) for i in range(n + 1)]
 
 
+def _tick_labels(ticks: Sequence[float]) -> list[tuple[float, str]]:
+    """Each tick with its label, escaped for SVG (as many decimals as the ticks' step needs)."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    return [(tick, _esc(_tick_label(tick, step))) for tick in ticks]
+
+
 def _tick_label(value: float, step: float) -> str:
     big = max(abs(value), abs(step))
     if big >= 1e6:
@@ -308,19 +314,15 @@ class _Frame:
 
     def axes(self, xlabel: str, ylabel: str, xlabels: bool = True) -> list[str]:
         out = ['<g class="axes">']
-        ystep = self.yticks[1] - self.yticks[0] if len(self.yticks) > 1 else 1.0
-        for tick in self.yticks:
+        for tick, label in _tick_labels(self.yticks):
             y = _num(self.y(tick))
             out.append(f'<line class="grid" x1="{self.x0}" y1="{y}" x2="{self.x1}" y2="{y}"/>')
             out.append(f'<text class="tick" x="{self.x0 - 6}" y="{y}" text-anchor="end" '
-                       f'dominant-baseline="middle">{_esc(_tick_label(tick, ystep))}</text>')
-        if xlabels:
-            xstep = self.xticks[1] - self.xticks[0] if len(self.xticks) > 1 else 1.0
-            for tick in self.xticks:
-                x = _num(self.x(tick))
-                out.append(f'<line class="tickmark" x1="{x}" y1="{self.y0}" x2="{x}" y2="{self.y0 + 4}"/>')
-                out.append(f'<text class="tick" x="{x}" y="{self.y0 + 16}" text-anchor="middle">'
-                           f'{_esc(_tick_label(tick, xstep))}</text>')
+                       f'dominant-baseline="middle">{label}</text>')
+        for tick, label in _tick_labels(self.xticks) if xlabels else ():
+            x = _num(self.x(tick))
+            out.append(f'<line class="tickmark" x1="{x}" y1="{self.y0}" x2="{x}" y2="{self.y0 + 4}"/>')
+            out.append(f'<text class="tick" x="{x}" y="{self.y0 + 16}" text-anchor="middle">{label}</text>')
         out.append(f'<line class="axis" x1="{self.x0}" y1="{self.y0}" x2="{self.x1}" y2="{self.y0}"/>')
         out.append(f'<line class="axis" x1="{self.x0}" y1="{self.y0}" x2="{self.x0}" y2="{self.y1}"/>')
         out.append(f'<text class="label" x="{_num((self.x0 + self.x1) / 2)}" y="{self.height - 6}" '
@@ -676,7 +678,7 @@ def write_files(out_dir: str | os.PathLike, outputs: Mapping[str, str]) -> dict[
 
     Files are replaced atomically with mode 0644, directories created 0755, whatever the umask.
     """
-    from .node.render_files import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
+    from .node.fileio import make_dirs, write_atomic  # pylint: disable=import-outside-toplevel
 
     out = Path(out_dir)
     make_dirs(out, REPORT_DIR_MODE)

@@ -1,7 +1,6 @@
 """Score MLPerf Training result logs exactly as MLCommons does (mlperf-logging 4.1.68).
 
-Plain Python, no Ansible imports; the functions :func:`time_to_train_minutes`
-and :func:`olympic_mean` are written to double as Ansible filters.
+Plain Python, no Ansible imports.
 
 What comes from mlperf-logging, called in-process as a library:
 
@@ -49,6 +48,8 @@ import numpy as np
 from mlperf_logging.benchmark_meta import get_allowed_benchmarks, get_result_file_counts
 from mlperf_logging.compliance_checker import mlp_compliance, mlp_parser
 
+from .catalog import default_ruleset, quality_target as catalog_quality_target
+from .node.campaign import log_name
 from .mllog import ParseProblem, RunLog, summarize_run
 
 
@@ -106,12 +107,8 @@ def _rcp_checker() -> Any:
 
 
 USAGE = "training"
-DEFAULT_RULESET = "6.0.0"
-
-# Quality targets; for all of these lower is better (log perplexity,
-# eval loss, validation loss).  The "smoke" benchmark logs its own
-# target_accuracy, or the caller passes quality_target.
-QUALITY_TARGETS = {"llama31_8b": 3.3, "llama2_70b_lora": 0.925, "flux1": 0.586}
+#: The catalog's ruleset (catalog.yml ``ruleset``): the default of every scoring function.
+DEFAULT_RULESET = default_ruleset()
 
 # Files the package's own CLIs write into the cwd; never mistake them for runs.
 _TOOL_LOGS = frozenset({"compliance_checker.log", "rcp_checker.log", "package_checker.log"})
@@ -122,7 +119,7 @@ RCP_UNKNOWN = "Unknown state"
 
 
 # --------------------------------------------------------------------------
-# Arithmetic (also usable as Ansible filters)
+# Arithmetic
 # --------------------------------------------------------------------------
 
 def time_to_train_minutes(run_start_ms: float, run_stop_ms: float) -> float:
@@ -388,7 +385,8 @@ def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool
 
     ``benchmark`` defaults to the one the log names.  ``common_only`` defaults
     to "the ruleset does not know the benchmark".  ``quality_target`` defaults
-    to the benchmark's known target, else the ``target_accuracy`` the log declares.
+    to the catalog's target for an MLCommons benchmark, else (the smoke benchmark) the
+    ``target_accuracy`` the log declares.
     """
     benchmark = benchmark or run.benchmark
     if common_only is None:
@@ -396,7 +394,8 @@ def score_run_log(run: RunLog, ruleset: str = DEFAULT_RULESET, common_only: bool
     compliance = check_compliance(run.file, ruleset, common_only=common_only)
     target = quality_target
     if target is None:
-        target = QUALITY_TARGETS.get(benchmark) or _numeric(run.target_accuracy)
+        known = catalog_quality_target(benchmark) if is_mlcommons_benchmark(benchmark, ruleset) else None
+        target = known or _numeric(run.target_accuracy)
     return RunScore(
         file=os.path.basename(run.file), path=run.file, minutes=_run_minutes(run),
         status="missing" if run.crashed else str(run.run_stop_status),
@@ -513,7 +512,7 @@ def check_rcp(files: Sequence[str | os.PathLike], benchmark: str, ruleset: str =
                          passed=False)
     with tempfile.TemporaryDirectory(prefix="mlperf-repro-rcp-") as tmp:
         for index, source in enumerate(files):
-            _link_or_copy(Path(source), Path(tmp) / f"result_{index}.txt")
+            _link_or_copy(Path(source), Path(tmp) / log_name(index))
         try:
             with _captured_package_logging() as records, warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # np.mean of an empty slice
@@ -786,7 +785,7 @@ def _set_notes(files: Sequence[Path], bench: str | None, mlcommons: bool, rulese
         reasons.note("*.log files were scored; MLCommons' package_checker reads only result_*.txt")
 
 
-def score_directory(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, benchmark: str | None = None,
+def score_directory(path: str | os.PathLike, ruleset: str | None = DEFAULT_RULESET, benchmark: str | None = None,
                     allow_partial: bool = False, expected_runs: int | None = None,
                     quality_target: float | None = None) -> SetScore:
     """Score one benchmark directory (``result_*.txt`` and ``*.log``; see :func:`find_result_files`).
@@ -799,7 +798,7 @@ def score_directory(path: str | os.PathLike, ruleset: str = DEFAULT_RULESET, ben
     the set stays invalid.  The numbers are computed in every case; ``reasons``
     says why a set is invalid, and carries notes that do not invalidate it.
     """
-    check_ruleset(ruleset)
+    ruleset = check_ruleset(ruleset or DEFAULT_RULESET)
     directory = os.fspath(path)
     if not Path(directory).is_dir():
         raise NotADirectoryError(f"result directory {directory!r} does not exist or is not a directory")

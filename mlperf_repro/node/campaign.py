@@ -31,7 +31,6 @@ node rebooted) is started again and its partial log is kept beside it as
 
 import errno
 import fcntl
-import json
 import os
 import random
 import re
@@ -41,9 +40,17 @@ import subprocess
 import sys
 import time
 
+try:
+    from ansible.module_utils import fileio, mllog_line
+except ImportError:
+    try:  # the controller and tests
+        from mlperf_repro.node import fileio, mllog_line
+    except ImportError:  # the detached runner: installed beside this script
+        import fileio
+        import mllog_line
+
 #: A run in any other state (success, aborted, crashed, failed, ...) has finished.
 OPEN_STATES = ("pending", "running")
-RUN_STOP_MARK = '"key": "run_stop"'
 #: More runs than any benchmark's rules ask for (10 for most, up to a few dozen): a larger count
 #: is a typo, and one record per run would exhaust the node's memory.
 MAX_NEXP = 1000
@@ -71,11 +78,7 @@ def now():
 
 
 def read_json(path, default=None):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return default
+    return fileio.read_json(path, default)
 
 
 def describe(value):
@@ -97,13 +100,7 @@ def describe(value):
     return "a value of another kind"
 
 
-def os_error_text(exc, path=None):
-    """``No space left on device: /data/.../state.json`` for an OSError."""
-    reason = exc.strerror or str(exc)
-    where = exc.filename or path
-    text = "%s: %s" % (reason, where) if where else reason
-    detail = getattr(exc, "detail", None)
-    return "%s (%s)" % (text, detail) if detail else text
+os_error_text = fileio.os_error_text
 
 
 def _open_new(path, mode):
@@ -117,80 +114,26 @@ def _open_new(path, mode):
     return fd
 
 
-def _write_all(fd, data, path):
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
 def write_json(path, data, mode=FILE_MODE):
-    """Write ``data`` to ``path`` atomically (a temporary file renamed over it), mode ``mode``.
+    """Write ``data`` to ``path`` atomically (fileio.write_atomic), mode ``mode``.
 
     On a full disk the temporary file is removed (never left behind, empty or partial) and the
     file is rewritten in place when its new content fits in the space it already holds, so a
     campaign can still record why it stopped; otherwise the OSError names ``path``.
     """
-    payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        fd = _open_new(tmp, mode)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and _rewrite_in_place(path, payload):
-            return
-        raise OSError(exc.errno, exc.strerror, path) from None
-    try:
-        try:
-            _write_all(fd, payload, path)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and _rewrite_in_place(path, payload):
-            return
-        raise OSError(exc.errno, exc.strerror, path) from None
-
-
-def _rewrite_in_place(path, payload):
-    """Overwrite an existing file within the blocks it holds (no new space needed)."""
-    try:
-        info = os.stat(path)
-        if len(payload) > info.st_blocks * 512:
-            return False
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            _write_all(fd, payload, path)
-            os.ftruncate(fd, len(payload))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-    except OSError:
-        return False
+    fileio.write_json(path, data, mode, in_place_when_full=True)
 
 
 def makedirs(path, mode=0o755):
     """``os.makedirs`` that gives every directory it creates ``mode``, whatever the umask."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    makedirs(os.path.dirname(path), mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    os.chmod(path, mode)
+    fileio.make_dirs(path, mode)
 
 
-def log_name(index):
-    return "result_%d.txt" % index
+log_name = mllog_line.log_name
+
+#: The container runtimes a site may choose (mlperf_container_runtime); ``none`` runs the
+#: benchmark on the node itself (the smoke benchmark, which has no image).
+RUNTIMES = ("docker", "podman", "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +529,7 @@ def check_spec(spec):
     spec = dict(spec)
     spec["nexp"] = check_nexp(spec["nexp"])
     logdir_mode(spec)
-    if spec["runtime"] not in ("docker", "podman", "none"):
+    if spec["runtime"] not in RUNTIMES:
         raise CampaignError("spec.runtime: expected docker, podman or none, got %s"
                             % describe(spec["runtime"]))
     if spec.get("launcher", "native") not in LAUNCHERS:
@@ -599,6 +542,46 @@ def check_spec(spec):
                                 "needs runtime docker or podman and a script in code_dir, got "
                                 "runtime %s" % (script, describe(spec["runtime"])))
     return spec
+
+
+#: The fields of a campaign's summary the mlperf_campaign module returns.
+REPORTED = ("campaign_id", "campaign_dir", "status", "runs", "done", "nexp", "counts",
+            "runner_alive", "started", "finished", "error", "orphans")
+
+
+def reported(summary):
+    """The fields of ``summary`` (a :func:`summarize` result) the module returns."""
+    return {k: summary.get(k) for k in REPORTED}
+
+
+def manage(state="started", root=None, node_root=None, campaign_id=None, campaign_dir=None,
+           resume=True, spec=None, env=None, secret_env=None, runner_script=None, python=None,
+           check_mode=False):
+    """The mlperf_campaign module's one call: start (or resume, or re-attach to) a campaign
+    (``state=started``), stop it (``stopped``) or say where it stands (``status``).
+
+    Returns the module's result (``changed``, ``action``, the :data:`REPORTED` fields and, in
+    check mode, the ``commands`` a start would run); raises CampaignError."""
+    if state == "started":
+        for key, value in (("root", root), ("campaign_id", campaign_id), ("spec", spec),
+                           ("runner_script", runner_script)):
+            if not value:
+                raise CampaignError("%s is required with state=started" % key)
+        action, directory, summary, commands = ensure_started(
+            root, campaign_id, spec, runner_script, env=env, secret_env=secret_env,
+            python=python, resume=resume, check_mode=check_mode, node_root=node_root)
+        summary["campaign_dir"] = directory
+        result = dict(changed=action != "attached", action=action, **reported(summary))
+        if commands is not None:
+            result["commands"] = commands
+        return result
+    if not campaign_dir or not os.path.isfile(os.path.join(campaign_dir, "campaign.json")):
+        raise CampaignError("%s is not a campaign directory (no campaign.json)" % campaign_dir)
+    changed = False
+    if state == "stopped":
+        changed = False if check_mode else stop(campaign_dir)
+    action = "stopped" if changed else "none"
+    return dict(changed=changed, action=action, **reported(summarize(campaign_dir)))
 
 
 def ensure_started(root, campaign_id, spec, runner_script, env=None, secret_env=None,
@@ -805,11 +788,11 @@ def _planned_commands(spec, campaign_dir, indexes):
 
 
 def free_bytes(path):
+    """Free bytes where ``path`` is (fileio.free_bytes), or None when it cannot be measured."""
     try:
-        info = os.statvfs(path)
+        return fileio.free_bytes(path)
     except OSError:
         return None
-    return info.f_bavail * info.f_frsize
 
 
 class DiskFull(OSError):
@@ -828,7 +811,9 @@ def check_space(path, what):
 # ---------------------------------------------------------------------------------------------
 # The runner (executed detached on the node)
 
-class Runner:
+class CampaignRunner:
+    """The detached process that runs a campaign's NEXP runs one after another."""
+
     def __init__(self, campaign_dir):
         self.dir = os.path.abspath(campaign_dir)
         self.spec = read_json(os.path.join(self.dir, "campaign.json"))
@@ -1186,16 +1171,13 @@ def run_outcome(path, rc):
     try:
         with open(path, "rb") as handle:
             for raw in handle:
-                if RUN_STOP_MARK.encode() not in raw:
+                if b"run_stop" not in raw:
                     continue
-                line = raw.decode("utf-8", "replace")
-                try:
-                    # the JSON object only: text a process wrote after it on the same line (its
-                    # stderr joining an unterminated line) does not hide the run's status
-                    record, _ = json.JSONDecoder().raw_decode(line[line.index(":::MLLOG") + 8:].lstrip())
-                    status = record.get("metadata", {}).get("status") or status
-                except (ValueError, AttributeError):
-                    continue
+                # the JSON object only: text a process wrote after it on the same line (its
+                # stderr joining an unterminated line) does not hide the run's status
+                found = mllog_line.record(raw)
+                if found is not None and found.get("key") == "run_stop":
+                    status = mllog_line.metadata(found).get("status") or status
     except OSError:
         return "crashed"
     if status is None:
@@ -1205,12 +1187,8 @@ def run_outcome(path, rc):
     return status
 
 
-def new_campaign_id(rng=None):
-    return time.strftime("%Y%m%dT%H%M%S") + "-%04x" % (rng or random).getrandbits(16)
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "run":
-        sys.exit(Runner(sys.argv[2]).main())
+        sys.exit(CampaignRunner(sys.argv[2]).main())
     sys.stderr.write("usage: campaign.py run CAMPAIGN_DIR\n")
     sys.exit(2)

@@ -6,9 +6,9 @@ Runs on the nodes (shipped by Ansible as ``ansible.module_utils.gpu_facts``) and
 
 Three layers:
 
-* **Parsers** (text in, plain dicts/lists out) for ``amd-smi static`` / ``amd-smi list`` (JSON and
-  text), ``amd-smi version`` (JSON and text), ``rocm-smi`` (JSON, ``-i`` / ``--showproductname`` /
-  ``--showmeminfo vram`` text, the concise table), ``rocminfo``, ``lspci -d 1002:<id>``,
+* **Parsers** (text in, plain dicts/lists out) for what :func:`collect` runs: ``amd-smi static
+  --json``, ``amd-smi list`` (JSON and text), ``amd-smi version`` (JSON and text), ``rocm-smi
+  --json``, ``rocminfo``, ``lspci -d 1002:<id>``,
   ``/sys/module/amdgpu/version``, ``/opt/rocm/.info/version`` and ``dkms status``.  Every field name
   used here was seen in a recorded real output (``tests/data/gpu-outputs``, provenance in its
   ``SOURCES.tsv``) or is the documented lower-case JSON form of a recorded text key
@@ -17,8 +17,7 @@ Three layers:
 * **collect(run)** -- drives the tools through ``run(argv) -> (rc, stdout, stderr)``: amd-smi JSON
   first, then rocm-smi JSON, then ``lspci``; then the version sources.  ``rc == 127`` means the
   command is not installed; that is recorded, never fatal.  Returns the normalized record.
-* **Checks** -- ``version_at_least``, ``check_rocm_driver`` (against a matrix given as data) and
-  ``evaluate`` (human-readable problems for preflight).
+* **Checks** -- ``version_at_least`` and ``evaluate`` (human-readable problems for preflight).
 """
 
 from __future__ import annotations
@@ -126,71 +125,6 @@ def _version_or_none(value):
         return ".".join(str(p) for p in parse_version(value))
     except ValueError:
         return None
-
-
-def _prefix_match(prefix, version):
-    p, v = parse_version(prefix), parse_version(version)
-    return v[:len(p)] == p
-
-
-def _driver_allowed(entry, driver_version):
-    entry = entry.strip()
-    if entry.startswith(">="):
-        return version_at_least(driver_version, entry[2:].strip())
-    return _prefix_match(entry, driver_version)
-
-
-def validate_driver_matrix(matrix):
-    """Raise ``ValueError`` naming the bad value unless ``matrix`` is ``{rocm: [driver, ...]}``
-    with string versions (``"7.2"``, ``"6.12.12"``, ``">=6.12.12"``)."""
-    if not isinstance(matrix, dict):
-        raise ValueError("driver matrix must be a mapping of ROCm version -> list of amdgpu "
-                         "versions, got %r" % (matrix,))
-    for key, entries in matrix.items():
-        parse_version(key)
-        if isinstance(entries, str):
-            entries = [entries]
-        if not isinstance(entries, (list, tuple)):
-            raise ValueError("driver matrix entry for ROCm %r must be a list, got %r" % (key, entries))
-        for entry in entries:
-            if not isinstance(entry, str):
-                raise ValueError("invalid amdgpu version %r in driver matrix entry for ROCm %r: "
-                                 "expected a string" % (entry, key))
-            parse_version(entry[2:].strip() if entry.strip().startswith(">=") else entry)
-
-
-def check_rocm_driver(rocm_version, driver_version, matrix):
-    """Is (ROCm user space, amdgpu kernel driver) a supported pair according to ``matrix``?
-
-    ``matrix`` maps a ROCm version or prefix (``"7.2"`` covers 7.2.0 and 7.2.2) to a list of
-    driver entries: a version prefix (``"6.12"`` covers 6.12.12) or ``">=6.12.12"``.  The most
-    specific matching ROCm key wins.  Example::
-
-        {"7.2": [">=6.12.12"], "7.2.2": ["6.12.12", "6.16"]}
-
-    Returns ``{"supported": True|False|None, "message": str, "rocm_key": str|None}``;
-    ``supported`` is None when no key covers ``rocm_version``.  Bad version strings (arguments or
-    matrix) raise ``ValueError`` naming the value.
-    """
-    validate_driver_matrix(matrix)
-    parse_version(rocm_version)
-    parse_version(driver_version)
-    best = None
-    for key in matrix:
-        if _prefix_match(key, rocm_version):
-            if best is None or len(parse_version(key)) > len(parse_version(best)):
-                best = key
-    if best is None:
-        return {"supported": None, "rocm_key": None,
-                "message": "ROCm %s is not covered by the driver matrix (keys: %s)"
-                           % (rocm_version, ", ".join(sorted(matrix)) or "none")}
-    entries = matrix[best]
-    entries = [entries] if isinstance(entries, str) else list(entries)
-    ok = any(_driver_allowed(e, driver_version) for e in entries)
-    verdict = "supported" if ok else "not supported"
-    return {"supported": ok, "rocm_key": best,
-            "message": "amdgpu %s with ROCm %s is %s (matrix %s: %s)"
-                       % (driver_version, rocm_version, verdict, best, ", ".join(entries))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,16 +357,6 @@ def parse_amdsmi_static_json(text):
     return [_gpu_from_amdsmi(d, i) for i, d in enumerate(_amdsmi_gpu_entries(data, "amd-smi static --json"))]
 
 
-def parse_amdsmi_static_text(text):
-    """``amd-smi static`` (text) -> list of GPUs; CPU blocks (MI300A hosts) are skipped."""
-    gpus = [d for d in parse_amdsmi_blocks(text) if d["kind"] == "gpu"]
-    out = []
-    for d in gpus:
-        d = dict(d, gpu=d["index"])
-        out.append(_gpu_from_amdsmi(d, d["index"]))
-    return out
-
-
 _UUID_DEVICE_RE = re.compile(r"^[0-9a-f]{2}ff([0-9a-f]{4})-", re.I)
 
 
@@ -516,9 +440,6 @@ def parse_amdsmi_version(text):
 # rocm-smi
 # --------------------------------------------------------------------------------------------
 
-_ROCMSMI_LINE_RE = re.compile(r"^GPU\[(\d+)\]\s*:\s*([^:]+?)\s*:\s*(.*?)\s*$")
-
-
 def _gpu_from_rocmsmi(index, f):
     device_id = _device_id(f.get("Device ID"))
     if device_id is None:
@@ -547,37 +468,6 @@ def parse_rocm_smi_json(text):
     gpus.sort(key=lambda g: g["index"])
     system = data.get("system") if isinstance(data.get("system"), dict) else {}
     return {"gpus": gpus, "driver_version": _clean(system.get("Driver version"))}
-
-
-def parse_rocm_smi_text(text):
-    """``rocm-smi -i`` / ``--showproductname`` / ``--showmeminfo vram`` text.
-
-    Lines ``GPU[n]<tabs>: Key: <tabs>value`` -> list of GPUs (the same normalization as JSON).
-    Several outputs may be concatenated; their fields merge per GPU.
-    """
-    per_gpu = {}
-    for line in (text or "").splitlines():
-        m = _ROCMSMI_LINE_RE.match(line)
-        if m:
-            per_gpu.setdefault(int(m.group(1)), {})[m.group(2)] = m.group(3)
-    return [_gpu_from_rocmsmi(i, per_gpu[i]) for i in sorted(per_gpu)]
-
-
-_CONCISE_ROW_RE = re.compile(
-    r"^(\d+)\s+(\d+)\s+(0x[0-9a-fA-F]+),\s+\d+\s+.*?\s(NPS\d|N/A),\s*(SPX|DPX|TPX|QPX|CPX|N/A),\s*(\d+|N/A)\s")
-
-
-def parse_rocm_smi_concise(text):
-    """Plain ``rocm-smi`` table -> rows ``{index, node, device_id, memory_partition,
-    compute_partition, partition_id}`` (ROCm 6.3 column layout, with the Partitions column)."""
-    rows = []
-    for line in (text or "").splitlines():
-        m = _CONCISE_ROW_RE.match(line + " ")
-        if m:
-            rows.append({"index": int(m.group(1)), "node": int(m.group(2)),
-                         "device_id": _device_id(m.group(3)), "memory_partition": _clean(m.group(4)),
-                         "compute_partition": _clean(m.group(5)), "partition_id": _clean(m.group(6))})
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,16 +578,6 @@ def parse_rocm_version_file(text):
         m = re.match(r"^[\d.]+-(\w+)", line)
         return {"version": version, "build": m.group(1) if m else None, "raw": line}
     return None
-
-
-def parse_rocm_info_listing(text):
-    """``grep . -H -r /opt/rocm/.info/*`` -> ``{"version": "6.4.0-47", "version-rocm": ...}``."""
-    out = {}
-    for line in (text or "").splitlines():
-        m = re.match(r"^(?:.*/)?([^/:]+):(.*)$", line.strip())
-        if m:
-            out[m.group(1)] = m.group(2).strip()
-    return out
 
 
 _DKMS_RE = re.compile(r"^(?P<module>[^/,\s]+)/(?P<version>[^,]+),\s*(?P<kernel>[^,]+),\s*"
@@ -981,27 +861,25 @@ def _canonical_model(name):
     return model_from_name(name) or (name or "").strip().upper()
 
 
-def check_expectations(min_rocm_version=None, driver_matrix=None):
+def check_expectations(min_rocm_version=None):
     """Raise ``ValueError`` on a malformed expectation (a caller mistake, not a host problem).
 
     Modules call it before running anything; ``evaluate`` calls it too.
     """
     if min_rocm_version is not None:
         parse_version(min_rocm_version)
-    if driver_matrix is not None:
-        validate_driver_matrix(driver_matrix)
 
 
 def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=None,
-             driver_matrix=None, rocm_pending=False):
+             rocm_pending=False):
     """Human-readable problems with ``record`` against the expectations (empty list: none).
 
     ``rocm_pending``: ROCm is about to be installed, so GPUs seen only on the PCI bus are expected.
 
-    ``min_rocm_version`` and ``driver_matrix`` are validated first: a malformed one raises
-    ``ValueError`` (a caller mistake, not a host problem).
+    ``min_rocm_version`` is validated first: a malformed one raises ``ValueError`` (a caller
+    mistake, not a host problem).
     """
-    check_expectations(min_rocm_version, driver_matrix)
+    check_expectations(min_rocm_version)
 
     problems = []
     count, source = record.get("gpu_count", 0), record.get("source")
@@ -1036,13 +914,4 @@ def evaluate(record, expected_count=None, expected_model=None, min_rocm_version=
             problems.append("ROCm %s or later required, but no ROCm version was found" % min_rocm_version)
         elif not version_at_least(rocm, min_rocm_version):
             problems.append("ROCm %s is older than the required %s" % (rocm, min_rocm_version))
-    if driver_matrix is not None:
-        driver = record.get("driver_version")
-        if rocm is None or driver is None:
-            problems.append("cannot check the ROCm/amdgpu pair: ROCm %s, amdgpu %s (driver: %s)"
-                            % (rocm or "unknown", driver or "unknown", record.get("driver_kind") or "unknown"))
-        else:
-            verdict = check_rocm_driver(rocm, driver, driver_matrix)
-            if not verdict["supported"]:
-                problems.append(verdict["message"])
     return problems

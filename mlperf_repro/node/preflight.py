@@ -11,6 +11,11 @@ import shutil
 import subprocess
 import sys
 
+try:
+    from ansible.module_utils.fileio import ancestors, existing_ancestor, free_bytes
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import ancestors, existing_ancestor, free_bytes
+
 GIB = 1024 ** 3
 
 
@@ -39,14 +44,24 @@ def os_release(path="/etc/os-release"):
             "pretty_name": info.get("PRETTY_NAME", "")}
 
 
-def existing_ancestor(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
+
+def mount_table(text):
+    """The rows of a mount table (/proc/mounts' text) as (source, mountpoint, fstype) dicts, in
+    order; a mount point's octal escapes (``\\040`` for a space) decoded."""
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            rows.append({"source": fields[0], "mountpoint": fields[1].replace("\\040", " "),
+                         "fstype": fields[2]})
+    return rows
+
+
+def mount_at(text, path):
+    """The mount table's row mounted exactly at ``path`` (the last, the one in effect), or None."""
+    path = path.rstrip("/") or "/"
+    found = [row for row in mount_table(text) if row["mountpoint"] == path]
+    return found[-1] if found else None
 
 
 def mount_of(path, mounts_file="/proc/mounts"):
@@ -55,30 +70,20 @@ def mount_of(path, mounts_file="/proc/mounts"):
     best = {"source": "", "mountpoint": "/", "fstype": ""}
     try:
         with open(mounts_file, encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mnt = fields[1].replace("\\040", " ")
-                inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-                if inside and len(mnt) >= len(best["mountpoint"]):
-                    best = {"source": fields[0], "mountpoint": mnt, "fstype": fields[2]}
+            text = handle.read()
     except OSError:
-        pass
+        return best
+    for row in mount_table(text):
+        mnt = row["mountpoint"]
+        inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best["mountpoint"]):
+            best = row
     return best
 
 
 def _blocking_file(path):
     """The first existing component of ``path`` that is not a directory, or None."""
-    current = os.path.abspath(path)
-    chain = []
-    while True:
-        chain.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for component in reversed(chain):
+    for component in reversed(list(ancestors(path))):
         if not os.path.exists(component):
             return None
         if not os.path.isdir(component):
@@ -127,8 +132,7 @@ def disk_check(label, path, need_gb):
     the path unusable whatever the space (a file in its way, a read-only filesystem, no write
     permission): that is said as such, not as "0.0 GiB free"."""
     anchor = existing_ancestor(path)
-    usage = shutil.disk_usage(anchor)
-    free_gb = usage.free / GIB
+    free_gb = free_bytes(anchor) / GIB
     # Whole GiB and no "where it was measured": the summary stays the same from run to run
     # unless something real changed (directories created by the first run included).
     record = {"label": label, "path": path, "free_gb": round(free_gb), "need_gb": need_gb}

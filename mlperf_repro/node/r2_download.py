@@ -45,13 +45,17 @@ import os
 import posixpath
 import random
 import re
-import shutil
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+try:
+    from ansible.module_utils.fileio import changed_since, free_bytes, write_atomic
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import changed_since, free_bytes, write_atomic
 
 try:
     import fcntl
@@ -595,13 +599,12 @@ class _DirLock:
         return False
 
 
+#: Mode of the manifest and the md5 list kept with the data (explicit: never left to the umask).
+FILE_MODE = 0o644
+
+
 def _atomic_write(path, data):
-    tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, FILE_MODE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,7 +673,9 @@ def file_url(base_url, relpath):
 # --------------------------------------------------------------------------------------------
 # The downloader
 # --------------------------------------------------------------------------------------------
-class _Run:
+class _Download:
+    """One download of a dataset: its files fetched, verified and recorded in the manifest."""
+
     def __init__(self, source, dest, http, workers, md5_retries, deep_verify, check_mode,
                  progress, chunk_size, manifest_interval):
         self.src = source
@@ -891,13 +896,7 @@ class _Run:
         self.emit("done")
 
     def check_space(self, needed, nfiles):
-        probe = self.dest
-        while not os.path.exists(probe):
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                break
-            probe = parent
-        free = shutil.disk_usage(probe).free
+        free = free_bytes(self.dest)
         if needed > free:
             raise InsufficientSpaceError(
                 "not enough free space for dataset %s in %s (file system of %s): %d file(s) need "
@@ -1152,7 +1151,7 @@ def fetch_dataset(dest, uri=None, base_url=None, md5_url=None, base_url_override
     try:
         source = resolve_source(http, uri=uri, base_url=base_url, md5_url=md5_url,
                                 base_url_override=base_url_override)
-        run = _Run(source, dest, http, workers, md5_retries, deep_verify, check_mode, progress,
+        run = _Download(source, dest, http, workers, md5_retries, deep_verify, check_mode, progress,
                    chunk_size, manifest_interval)
         result = run.run()
     except Exception as e:  # one last pass in case a message quoted something it should not
@@ -1164,6 +1163,12 @@ def fetch_dataset(dest, uri=None, base_url=None, md5_url=None, base_url_override
              result.dataset, result.downloaded, result.refetched, result.skipped,
              _human(result.bytes_transferred), result.seconds)
     return result
+
+
+def _manifest_problem(target, rec):
+    """None when ``target`` is still as the manifest recorded it (size, mtime), else why not."""
+    return changed_since(target, rec.get("size"), rec.get("mtime_ns"), said="the manifest says",
+                         since="it was verified", follow=True)
 
 
 def verify_manifest(dest, dataset=None):
@@ -1178,23 +1183,67 @@ def verify_manifest(dest, dataset=None):
         return ["%s: no manifest entry for dataset %s" % (manifest_path(dest), dataset)]
     for name in names:
         for path, rec in sorted(_manifest_files(doc["datasets"][name]).items()):
-            target = os.path.join(dest, *path.split("/"))
-            try:
-                st = os.stat(target)
-            except FileNotFoundError:
-                problems.append("%s: missing" % target)
-                continue
-            if st.st_size != rec["size"]:
-                problems.append("%s: %d bytes, the manifest says %d" % (target, st.st_size,
-                                                                        rec["size"]))
-            elif st.st_mtime_ns != rec["mtime_ns"]:
-                problems.append("%s: modified since it was verified" % target)
+            problem = _manifest_problem(os.path.join(dest, *path.split("/")), rec)
+            if problem:
+                problems.append(problem)
     return problems
+
+
+def dataset_state(dest, dataset, max_problems=20):
+    """How much of ``dataset`` in ``dest`` is staged, from its md5 list kept with the data
+    (``<dest>/<dataset>.md5``) and the manifest, without hashing or the network: every listed
+    file must be recorded in the manifest as verified with the listed md5, and still have the
+    recorded size and mtime (:func:`verify_manifest`'s check).
+
+    Returns ``complete``, ``files`` (listed), ``verified``, ``bytes`` (of the verified files),
+    ``problems`` (the first ``max_problems``) and ``problem_count``.
+    """
+    out = {"complete": False, "files": 0, "verified": 0, "bytes": 0, "problems": [],
+           "problem_count": 0}
+
+    def problem(text):
+        out["problem_count"] += 1
+        if len(out["problems"]) < max_problems:
+            out["problems"].append(text)
+
+    if not os.path.isdir(dest):
+        problem("%s: not staged yet" % dest)
+        return out
+    section = read_manifest(dest)["datasets"].get(dataset)
+    if not section:
+        problem("%s: no manifest entry for %s" % (dest, dataset))
+        return out
+    list_path = os.path.join(dest, dataset + ".md5")
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            entries = parse_md5_list(f.read(), list_path)
+    except FileNotFoundError:
+        problem("%s: missing (the md5 list kept with the data)" % list_path)
+        return out
+    except (OSError, R2Error) as e:
+        problem("%s: unreadable: %s" % (list_path, e))
+        return out
+    records = _manifest_files(section)
+    out["files"] = len(entries)
+    for e in entries:
+        rec = records.get(e.path)
+        target = os.path.join(dest, *e.path.split("/"))
+        if rec is None or str(rec.get("md5", "")).lower() != e.md5:
+            problem("%s: not verified yet" % target)
+            continue
+        text = _manifest_problem(target, rec)
+        if text:
+            problem(text)
+        else:
+            out["verified"] += 1
+            out["bytes"] += rec["size"]
+    out["complete"] = out["problem_count"] == 0
+    return out
 
 
 __all__ = [
     "AuthRequiredError", "BusyError", "ChecksumError", "Credentials", "Entry", "FetchResult",
     "HTTPFetchError", "InsufficientSpaceError", "MANIFEST_NAME", "Progress", "ProtocolError",
-    "R2Error", "fetch_dataset", "file_md5", "file_url", "normalize_relpath", "parse_md5_list",
+    "R2Error", "dataset_state", "fetch_dataset", "file_md5", "file_url", "normalize_relpath", "parse_md5_list",
     "read_manifest", "safe_url", "verify_manifest",
 ]

@@ -10,7 +10,11 @@ not touched. Nothing is written in check mode; the result says what would change
 
 import os
 import stat
-import tempfile
+
+try:
+    from ansible.module_utils.fileio import make_dirs, write_atomic
+except ImportError:  # the controller and tests
+    from mlperf_repro.node.fileio import make_dirs, write_atomic
 
 
 class FilesError(ValueError):
@@ -56,49 +60,6 @@ def _read(path):
 
 def _text(data):
     return data.decode("utf-8", "replace")
-
-
-def write_atomic(path, data, mode):
-    """Replace ``path`` atomically with ``data`` and ``mode``, keeping an existing file's owner."""
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        try:
-            st = os.stat(path)
-            os.chown(tmp, st.st_uid, st.st_gid)
-        except OSError:
-            pass
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def make_dirs(path, mode):
-    """``os.makedirs`` whose every created directory gets ``mode`` whatever the umask; existing
-    directories are left as they are."""
-    path = os.path.abspath(path)
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, mode)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        os.chmod(directory, mode)
 
 
 def ensure(directory, files, directory_mode=0o755, check=False):

@@ -42,15 +42,19 @@ from ``sacct`` (accounting) or ``sacct --completion`` (job-completion records); 
 final state is kept in state.json.
 """
 
-import json
+import grp
 import os
-import random
 import re
 import shlex
 import stat
 import subprocess
 import sys
 import time
+
+try:
+    from ansible.module_utils import fileio, mllog_line
+except ImportError:  # the controller and tests
+    from mlperf_repro.node import fileio, mllog_line
 
 #: Campaign statuses of a job that has not ended.
 OPEN_STATUSES = ("submitting", "pending", "running")
@@ -63,9 +67,6 @@ RUNNING_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "
 FINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED")
 
-MLLOG_MARK = b":::MLLOG"
-KEY_RE = re.compile(rb'"key"\s*:\s*"([^"]*)"')
-PREAMBLE_KEYS = (b"cache_clear", b"init_start")
 TAIL_LINES = 40
 TAIL_BYTES = 16384
 
@@ -74,16 +75,20 @@ class SlurmError(RuntimeError):
     """A Slurm command failed; the message holds its command line and stderr."""
 
 
+class SlurmJobError(ValueError):
+    """A request the mlperf_slurm_job module refuses; ``result`` goes with the message."""
+
+    def __init__(self, msg, **result):
+        super().__init__(msg)
+        self.result = result
+
+
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def read_json(path, default=None):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return default
+    return fileio.read_json(path, default)
 
 
 #: The render stage's comparison of the image's config_<SYSTEM>.sh with the catalog, in the code
@@ -102,24 +107,11 @@ def vendor_config(code_dir):
 
 
 def write_json(path, data, mode=0o640):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    fileio.write_json(path, data, mode)
 
 
 def write_bytes(path, data, mode=0o640):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
-def new_campaign_id(rng=None):
-    return time.strftime("%Y%m%dT%H%M%S") + "-%04x" % (rng or random).getrandbits(16)
+    fileio.write_atomic(path, data, mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +242,8 @@ class Slurm:
 # Cutting the one output file into runs
 
 def mllog_key(line):
-    """The ``key`` of a ``:::MLLOG`` line (bytes), or None for any other line."""
-    at = line.find(MLLOG_MARK)
-    if at < 0:
-        return None
-    match = KEY_RE.search(line, at)
-    return match.group(1) if match else None
+    """The ``key`` of a ``:::MLLOG`` line (bytes or str), or None for any other line."""
+    return mllog_line.key(line)
 
 
 def run_starts(lines):
@@ -267,11 +255,11 @@ def run_starts(lines):
         key = mllog_key(line)
         if key is None:
             continue
-        if key == b"cache_clear":
+        if key == "cache_clear":
             if first_clear is None:
                 first_clear = index
             continue
-        if key == b"init_start":
+        if key == "init_start":
             if not in_run or past_init:
                 starts.append(first_clear if first_clear is not None else index)
                 in_run, past_init = True, False
@@ -281,24 +269,15 @@ def run_starts(lines):
     return starts
 
 
-def _mllog_record(line):
-    at = line.find(MLLOG_MARK)
-    try:
-        return json.loads(line[at + len(MLLOG_MARK):].decode("utf-8", "replace"))
-    except ValueError:
-        return None
-
-
 def describe_run(lines):
     """status (run_stop's metadata status, else crashed) and seed of one run's lines."""
     status, seed = None, None
     for line in lines:
         key = mllog_key(line)
-        if key == b"run_stop":
-            record = _mllog_record(line) or {}
-            status = (record.get("metadata") or {}).get("status") or status or "unknown"
-        elif key == b"seed" and seed is None:
-            seed = (_mllog_record(line) or {}).get("value")
+        if key == "run_stop":
+            status = mllog_line.metadata(mllog_line.record(line)).get("status") or status or "unknown"
+        elif key == "seed" and seed is None:
+            seed = mllog_line.record(line).get("value")
     return {"status": status or "crashed", "seed": seed}
 
 
@@ -321,7 +300,7 @@ def progress(path):
     except OSError:
         return {"runs_begun": 0, "runs_ended": 0}
     begun = len(run_starts(lines))
-    ended = sum(1 for line in lines if mllog_key(line) == b"run_stop")
+    ended = sum(1 for line in lines if mllog_key(line) == "run_stop")
     return {"runs_begun": begun, "runs_ended": ended}
 
 
@@ -331,7 +310,7 @@ def split_output(output_path, campaign_dir, write=True):
         data = handle.read()
     runs = []
     for index, chunk in enumerate(split_runs(data)):
-        name = "result_%d.txt" % index
+        name = mllog_line.log_name(index)
         lines = chunk.splitlines()
         record = {"index": index, "log": name, "lines": len(lines), "bytes": len(chunk)}
         record.update(describe_run(lines))
@@ -625,13 +604,117 @@ def cancel(campaign_dir, slurm, check=False):
     return True
 
 
-PUBLIC_KEYS = ("campaign_id", "campaign_dir", "status", "job_id", "job_state", "exit_code",
+REPORTED = ("campaign_id", "campaign_dir", "status", "job_id", "job_state", "exit_code",
                "reason", "node_list", "elapsed", "submitted", "finished", "nexp", "root_seed",
                "output", "output_path", "found", "missing", "runs", "runs_begun", "runs_ended",
                "split", "split_error", "mode_restored", "error")
 
 
-def public(state, campaign_dir):
-    result = {k: state.get(k) for k in PUBLIC_KEYS}
+def reported(state, campaign_dir):
+    """The fields of a campaign's state the mlperf_slurm_job module returns."""
+    result = {k: state.get(k) for k in REPORTED}
     result["campaign_dir"] = campaign_dir
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The mlperf_slurm_job module's one call
+
+def parse_mode(value, world_writable=False):
+    """The campaign directory's mode from ``2770`` / ``"2770"``; raises SlurmJobError."""
+    try:
+        mode = int(str(value), 8) if not isinstance(value, int) else value
+    except ValueError:
+        raise SlurmJobError("mode: expected an octal mode like 2770, got %r" % (value,)) from None
+    if not 0 <= mode <= 0o3777 or mode & 0o700 != 0o700:
+        raise SlurmJobError("mode %o: expected a directory mode the owner can read, write and "
+                            "enter, like 2770" % mode)
+    if mode & 0o002 and not world_writable:
+        raise SlurmJobError("mode %o would make the campaign directory world-writable: use group "
+                            "permissions (e.g. 2770 with a group), or set world_writable" % mode)
+    return mode
+
+
+def parse_group(name):
+    """The gid of group ``name`` (a name or a number), None for none; raises SlurmJobError."""
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if str(name).isdigit():
+            return int(name)
+        raise SlurmJobError("group %r does not exist on %s" % (name, os.uname()[1])) from None
+
+
+def _result(state, campaign_dir, action, changed, tail_lines, diff=None):
+    result = reported(state, campaign_dir)
+    status = result["status"]
+    if status not in OPEN_STATUSES and status != "complete" and result.get("output_path"):
+        result["output_tail"] = tail(result["output_path"], tail_lines)
+    if diff is not None:
+        result["diff"] = diff
+    return dict(result, changed=changed, action=action)
+
+
+def _submitted(slurm, root, campaign_id, script, nexp, resume, root_seed, output, benchmark,
+               system, job_name, code_dir, mode, world_writable, group, tail_lines, check_mode,
+               diff):
+    for key, value in (("root", root), ("campaign_id", campaign_id), ("script", script),
+                       ("nexp", nexp)):
+        if value in (None, ""):
+            raise SlurmJobError("%s is required with state=submitted" % key)
+    if nexp < 1:
+        raise SlurmJobError("nexp: expected a positive integer, got %r" % nexp)
+    campaign_dir = os.path.join(root, campaign_id)
+    if campaign_dir not in script:
+        raise SlurmJobError("script does not mention the campaign directory %s: its LOGDIR and "
+                            "#SBATCH --output must point there" % campaign_dir)
+    spec = {"benchmark": benchmark, "system": system, "nexp": nexp, "root_seed": root_seed,
+            "output": output, "job_name": job_name}
+    config_record = vendor_config(code_dir)
+    if config_record is not None:
+        spec["vendor_config"] = config_record
+    if "/" in output or output.endswith(".log") or output.startswith("result_"):
+        raise SlurmJobError("output %r: expected a plain file name that is neither result_* nor "
+                            "*.log (the scorer reads those as run logs)" % output)
+    mode = parse_mode(mode, world_writable)
+    group = parse_group(group)
+    try:
+        action, directory, state = ensure_submitted(
+            root, campaign_id, spec, script, slurm, resume=resume, check=check_mode, mode=mode,
+            group=group)
+    except (SlurmError, ValueError, OSError) as exc:
+        raise SlurmJobError(str(exc), campaign_dir=campaign_dir) from None
+    if action == "submitted":
+        shown = {"before": "", "after": script, "after_header": os.path.join(directory, "job.sh")}
+        if check_mode:
+            state["status"] = "pending"
+        return _result(state, directory, action, True, tail_lines, shown if diff else None)
+    if state.get("job_id"):
+        state, _ = refresh(directory, slurm, write=False)
+    return _result(state, directory, action, action == "adopted" and not check_mode, tail_lines)
+
+
+def manage(state="submitted", campaign_dir=None, tail_lines=TAIL_LINES, check_mode=False,
+           diff=False, slurm=None, **submit):
+    """The mlperf_slurm_job module's one call: submit (or adopt, or resume) a campaign's job
+    (``state=submitted``; ``submit`` holds the module's other arguments), cancel it
+    (``cancelled``) or say where it stands (``status``). Returns the module's result; raises
+    SlurmJobError."""
+    slurm = slurm or Slurm()
+    if state == "submitted":
+        return _submitted(slurm, tail_lines=tail_lines, check_mode=check_mode, diff=diff,
+                          **submit)
+    if not is_slurm_campaign(campaign_dir):
+        raise SlurmJobError("%s is not a Slurm campaign directory (no campaign.json with launch "
+                            "slurm)" % campaign_dir)
+    try:
+        if state == "cancelled":
+            done = cancel(campaign_dir, slurm, check=check_mode)
+            found, _ = refresh(campaign_dir, slurm, write=not check_mode)
+            return _result(found, campaign_dir, "cancelled" if done else "none", done, tail_lines)
+        found, changed = refresh(campaign_dir, slurm, write=not check_mode)
+    except SlurmError as exc:
+        raise SlurmJobError(str(exc), campaign_dir=campaign_dir) from None
+    return _result(found, campaign_dir, "status", changed, tail_lines)

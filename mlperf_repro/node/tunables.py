@@ -28,10 +28,10 @@ import subprocess
 def _write_atomic(path, data, mode):
     # Imported when needed: the campaign runner loads this file on its own (read_state), where
     # neither render_files nor Ansible is importable.
-    try:  # shipped to the nodes as ansible.module_utils.tunables beside render_files
-        from ansible.module_utils.render_files import write_atomic
+    try:  # shipped to the nodes as ansible.module_utils.tunables beside fileio
+        from ansible.module_utils.fileio import write_atomic
     except ImportError:  # imported from the package (tests, the controller)
-        from mlperf_repro.node.render_files import write_atomic
+        from mlperf_repro.node.fileio import write_atomic
     write_atomic(path, data, mode)
 
 FILE_SETTINGS = [
@@ -306,3 +306,110 @@ def run_record(root="/"):
     state = read_state(root)
     found = drift(state)
     return {"state": state, "drift": found, "as_amd": not found}
+
+
+# ---------------------------------------------------------------------------------------------
+# The mlperf_tunables module's one call
+
+#: :func:`drop_caches`, under a name :func:`ensure`'s ``drop_caches`` argument does not hide.
+_drop_page_cache = drop_caches
+
+
+class TunablesError(Exception):
+    """The tunables could not be checked, set or restored; ``result`` goes with the message."""
+
+    def __init__(self, msg, warnings=(), **result):
+        super().__init__(msg)
+        self.warnings = list(warnings)
+        self.result = result
+
+
+def say_drift(found):
+    """``name is current (AMD: wanted), ...`` for a :func:`drift` result."""
+    return ", ".join("%s is %s (AMD: %s)" % (name, item.get("current"), item.get("wanted"))
+                     if isinstance(item, dict) else name for name, item in sorted(found.items()))
+
+
+def ensure(mode="apply", state_file="/var/lib/mlperf-repro/tunables-before.json",
+           drop_caches=False, use_commands=True, root="/", persistent=False,
+           sysctl_file="/etc/sysctl.d/90-mlperf-repro.conf", fail_on_drift=False,
+           node_name="this node", actions=(), gpu="any", check_mode=False):
+    """Check (``mode=check``), set AMD's values (``apply``; the values before are saved in
+    ``state_file``) or restore those values (``reset``), then run AMD's start ``actions``.
+
+    Returns the module's result with ``warnings`` (a list of sentences); raises TunablesError.
+    """
+    warnings = []
+
+    def finish(**result):
+        """``result`` after AMD's start actions when asked (never counted as a change)."""
+        done, errors = [], []
+        if actions and mode in ("apply", "check"):
+            done, errors = start_actions(gpu, root, dry_run=check_mode, which=actions)
+        gfx = [target for action in done for target in action.get("gfx") or []]
+        for action in done:
+            if action.get("note"):
+                warnings.append("%s: %s" % (node_name, action["note"]))
+        result.update(actions=done, gfx_targets=gfx)
+        if errors:
+            raise TunablesError("%s: %s" % (node_name, "; ".join(errors)), warnings, **result)
+        result["warnings"] = warnings
+        return result
+
+    before = read_state(root)
+    current_drift = drift(before)
+    if mode == "check":
+        if current_drift and fail_on_drift:
+            raise TunablesError("%s: tunables drift: %s" % (node_name, say_drift(current_drift)),
+                                warnings, before=before, drift=current_drift)
+        if current_drift:
+            warnings.append("%s: %d setting(s) differ from AMD's: %s"
+                            % (node_name, len(current_drift), say_drift(current_drift)))
+        return finish(changed=False, before=before, after=before, drift=current_drift,
+                      sysctl_file_changed=False)
+    if mode == "apply":
+        target = {name: value for name, value in wanted().items() if before.get(name) is not None}
+        if not use_commands:
+            target.pop("amdgpu_module", None)  # only modprobe can load it
+    else:
+        recorded = load_before(state_file)
+        if recorded is None:
+            raise TunablesError("mode=reset: no record of the values before apply in %s; "
+                                "nothing to restore" % state_file, warnings)
+        target = {k: v for k, v in recorded.items() if v is not None and k != "amdgpu_module"}
+    changes = {k: v for k, v in target.items() if before.get(k) != v}
+    after = dict(before)
+    after.update(changes)
+    diff = [{"before_header": "tunables", "after_header": "tunables", "before": before,
+             "after": after}]
+    # apply + persistent writes the sysctl.d file, reset removes it; apply alone leaves it be
+    sysctl_changed = False
+    if mode == "reset" or persistent:
+        try:
+            sysctl_changed, file_before, file_after = persist(sysctl_file, mode == "apply",
+                                                              check_mode)
+        except OSError as exc:
+            raise TunablesError("%s: %s" % (sysctl_file, exc), warnings, before=before) from None
+        if sysctl_changed:
+            diff.append({"before_header": sysctl_file, "after_header": sysctl_file,
+                         "before": file_before or "", "after": file_after or ""})
+    changed = bool(changes) or drop_caches or sysctl_changed
+    if check_mode:
+        return finish(changed=changed, before=before, after=after, drift=current_drift,
+                      diff=diff, sysctl_file_changed=sysctl_changed)
+    if mode == "apply":
+        save_before(state_file, before)
+    errors = set_values(changes, root, use_commands)
+    if drop_caches:
+        error = _drop_page_cache(root)
+        if error:
+            errors.append(error)
+    if errors:
+        raise TunablesError("; ".join(errors), warnings, before=before)
+    after = read_state(root)
+    left = drift(after)
+    if left and mode == "apply":
+        warnings.append("%s: %d setting(s) still differ from AMD's after apply: %s"
+                        % (node_name, len(left), say_drift(left)))
+    return finish(changed=changed, before=before, after=after, drift=left, diff=diff,
+                  sysctl_file_changed=sysctl_changed)

@@ -16,6 +16,11 @@ the vendor's value for this site).
 import json
 import os
 
+try:
+    from ansible.module_utils.fileio import ensure_content, read_bytes, write_atomic
+except ImportError:  # imported from the package (tests, the controller)
+    from mlperf_repro.node.fileio import ensure_content, read_bytes, write_atomic
+
 try:  # shipped beside it as ansible.module_utils.vendor_files
     from ansible.module_utils.vendor_files import (compare_config, compare_launch,
                                                    parse_config_tree, parse_docker_run)
@@ -128,3 +133,45 @@ def launch_differences(code_dir, script, native_argv, values=None):
 
 def record_text(record):
     return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+class VendorCheckError(ValueError):
+    """A request the mlperf_vendor_check module refuses (a bad argument, no code directory)."""
+
+
+def ensure_record(code_dir, config_file, catalog_env=None, site_env=None, check_mode=False):
+    """The mlperf_vendor_check module's one call: compare the image's ``config_file`` in
+    ``code_dir`` with the catalog's values and keep the comparison in ``RECORD_NAME`` there (an
+    earlier layout's ``*.from-image`` copy goes back in place first). Returns the module's
+    result; raises VendorCheckError."""
+    name = config_file
+    if os.path.basename(name) != name or name in ("", ".", ".."):
+        raise VendorCheckError("config_file: expected a plain file name such as "
+                               "config_MI355X_1x8x1.sh, got %r" % name)
+    catalog_env, site_env = catalog_env or {}, site_env or {}
+    record_path = os.path.join(code_dir, RECORD_NAME)
+    if not os.path.isdir(code_dir):
+        if check_mode:  # the code is copied out of the image by the same run
+            return dict(changed=False, source="unknown", differences={}, site_overrides=[],
+                        summary="%s is not there yet (copied out of the image by this run)"
+                                % code_dir, record_file=record_path)
+        raise VendorCheckError("code_dir %s is not a directory: copy the code out of the image "
+                               "first" % code_dir)
+    try:
+        record = inspect(code_dir, name, catalog_env, site_env)
+    except (OSError, ValueError) as exc:
+        raise VendorCheckError("%s/%s: %s" % (code_dir, name, exc)) from None
+    changed = False
+    config_path = os.path.join(code_dir, name)
+    legacy = config_path + LEGACY_SUFFIX
+    try:
+        if os.path.isfile(legacy):  # the earlier layout: the image's file goes back in place
+            changed = True
+            if not check_mode:
+                write_atomic(config_path, read_bytes(legacy), 0o644)
+                os.unlink(legacy)
+                record = inspect(code_dir, name, catalog_env, site_env)
+        changed = ensure_content(record_path, record_text(record), 0o644, check_mode) or changed
+    except OSError as exc:
+        raise VendorCheckError("%s: %s" % (exc.filename or code_dir, exc.strerror or exc)) from None
+    return dict(record, changed=changed, record_file=record_path)

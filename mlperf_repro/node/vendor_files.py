@@ -95,13 +95,8 @@ class _Lexer:
                 expands = expands or exp
                 quoted = True
                 continue
-            if c == "$" or c == "`":
-                i, norm = self._expansion(i)
-                out.append(norm)
-                expands = expands or norm != "\\$"
-                continue
-            out.append(c)
-            i += 1
+            i, expanded = self._literal_or_expansion(i, out)
+            expands = expands or expanded
         return i, "".join(out), expands, quoted
 
     def _double(self, i):
@@ -124,14 +119,19 @@ class _Lexer:
                     out.append("\\\\" + nxt)  # a backslash that stays literal
                 i += 2
                 continue
-            if c == "$" or c == "`":
-                i, norm = self._expansion(i)
-                out.append(norm)
-                expands = expands or norm != "\\$"
-                continue
-            out.append(c)
-            i += 1
+            i, expanded = self._literal_or_expansion(i, out)
+            expands = expands or expanded
         raise ShellSyntaxError("unclosed double quote")
+
+    def _literal_or_expansion(self, i, out):
+        """The character at ``i`` as itself, or the expansion it starts (``$``, backquote), onto
+        ``out``: (end, whether it expands)."""
+        if self.s[i] in "$`":
+            i, norm = self._expansion(i)
+            out.append(norm)
+            return i, norm != "\\$"
+        out.append(self.s[i])
+        return i + 1, False
 
     def _expansion(self, i):
         """``$NAME``, ``${...}``, ``$(...)``, ``$((...))`` or a backquote at ``i``: (end, norm).

@@ -100,6 +100,30 @@ def test_tags_score_alone_rescores_collected_logs(first_run, sandbox):
     assert "Start the campaign" not in rescore.stdout
 
 
+def test_package_stage_runs_only_when_asked(first_run, sandbox):
+    """The opt-in package stage: never part of the chain; with --tags score,package it needs the
+    organization (named before anything changes), then writes the MLCommons tree of the set."""
+    submission = Path(sandbox["mlperf_results_dir"]) / "submission"
+    assert not submission.exists()  # the whole chain ran without it
+    assert "Assemble the submission tree" not in first_run.stdout
+    assert "TASK [package :" not in first_run.stdout  # not even its argument checks
+    unnamed = playbook("site.yml", "-i", "inventory/local", "--tags", "score,package", extra=sandbox,
+                       check=False)
+    assert unnamed.returncode != 0
+    assert "package_org is not set" in unnamed.stdout
+    assert changed_tasks(unnamed.stdout) == set() and not submission.exists()
+    packaged = playbook("site.yml", "-i", "inventory/local", "--tags", "score,package",
+                        "-e", json.dumps({"package_fail_on_errors": False}),
+                        extra=dict(sandbox, package_org="ACME"))
+    assert "Assemble the submission tree and run the package checker" in packaged.stdout
+    results = submission / "ACME" / "results" / "CPU_1x1x1" / "smoke"
+    assert sorted(p.name for p in results.glob("result_*.txt")) == sorted(f"result_{i}.txt" for i in range(10))
+    campaign = campaigns(sandbox)[-1]  # the score stage scores the newest campaign
+    assert (results / "result_3.txt").read_bytes() == (campaign / "local" / "result_3.txt").read_bytes()
+    system = json.loads((submission / "ACME" / "systems" / "CPU_1x1x1.json").read_text())
+    assert system["submitter"] == "ACME"
+
+
 def test_bad_inventory_value_fails_before_any_change(sandbox, tmp_path):
     bad = playbook("site.yml", "-i", "inventory/local", extra=dict(sandbox, mlperf_nexp="ten"),
                    check=False)
@@ -126,7 +150,7 @@ def test_every_inventory_parses_and_lists_its_stages(inventory):
     playbook("site.yml", "-i", f"inventory/{inventory}", "--syntax-check")
     listing = playbook("site.yml", "-i", f"inventory/{inventory}", "--list-tasks", "--list-tags").stdout
     for tag in ("preflight", "provision", "rocm", "docker", "tunables", "data", "render", "run",
-                "collect", "score", "report"):
+                "collect", "score", "report", "package"):
         assert tag in listing
 
 

@@ -74,7 +74,7 @@ def test_documentation_matches_argument_spec(mod):
     assert doc["module"] == "amd_gpu_facts"
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert {k: v["type"] for k, v in doc["options"].items()} == {
-        "expected_count": "int", "expected_model": "str", "min_rocm_version": "str", "driver_matrix": "dict",
+        "expected_count": "int", "expected_model": "str", "min_rocm_version": "str",
         "rocm_pending": "bool"}
     documented = set(ret["ansible_facts"]["contains"]["amd_gpu"]["contains"])
     assert documented == set(gf._empty_record())
@@ -87,11 +87,16 @@ def test_module_uses_bundled_module_utils_import():
     assert "from ansible.module_utils.gpu_facts import" in source
 
 
+def rocm_version_file():
+    """/opt/rocm/.info/version as recorded (the grep -H listing's line for that file)."""
+    listing = (DATA / ROCM_INFO_GREP).read_text(encoding="utf-8")
+    return dict(line.split(":", 1) for line in listing.splitlines())["/opt/rocm/.info/version"] + "\n"
+
+
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_module_with_recorded_outputs(mod, capsys, monkeypatch, check_mode):
-    listing = gf.parse_rocm_info_listing((DATA / ROCM_INFO_GREP).read_text(encoding="utf-8"))
     replay = Replay({gf.cmd_lspci("74a5"): LSPCI_MI325X,
-                     gf.CMD_ROCM_VERSION_FILE: (0, listing["version"] + "\n", "")})
+                     gf.CMD_ROCM_VERSION_FILE: (0, rocm_version_file(), "")})
     args = {"expected_count": 8, "expected_model": "MI325X", "min_rocm_version": "7.2.2"}
     if check_mode:
         args["_ansible_check_mode"] = True
@@ -118,7 +123,6 @@ def test_module_on_this_machine_through_test_helpers(mod, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args, named", [
     ({"min_rocm_version": "7.2.x"}, "'7.2.x'"),
-    ({"driver_matrix": {"7.2": "six"}}, "'six'"),
 ])
 def test_module_fails_on_bad_options_before_running_anything(mod, capsys, monkeypatch, args, named):
     def explode(module):
@@ -175,9 +179,8 @@ def test_preflight_probe_reads_the_gpus_in_the_same_module_run(mod, capsys, monk
                                                   ROOT / "library" / "mlperf_preflight.py")
     preflight = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(preflight)
-    listing = gf.parse_rocm_info_listing((DATA / ROCM_INFO_GREP).read_text(encoding="utf-8"))
     replay = Replay({gf.cmd_lspci("74a5"): LSPCI_MI325X,
-                     gf.CMD_ROCM_VERSION_FILE: (0, listing["version"] + "\n", "")})
+                     gf.CMD_ROCM_VERSION_FILE: (0, rocm_version_file(), "")})
     gpus = {"expected_count": 8, "expected_model": "MI325X", "min_rocm_version": "7.2.2"}
     alone = run_main(mod, dict(gpus), capsys, monkeypatch, replay)
     args = {"paths": [{"label": "LOGDIR", "path": str(tmp_path), "need_gb": 10 ** 6}],

@@ -1,7 +1,7 @@
 """Bad input, caught before any host is changed, with a message naming what and what was expected.
 
 One table a reader can scan: (the bad input, the variable the message must name, words it must
-contain). Every row runs twice: through ``mlperf_repro.site`` / the catalog loader (fast, exact)
+contain). Every row runs twice: through ``mlperf_repro.inventory_check`` / the catalog loader (fast, exact)
 and through the real thing: ``ansible-playbook site.yml`` on an inventory that holds the bad
 value, which must stop with that message and with no task changed and nothing written.
 
@@ -26,7 +26,7 @@ import yaml
 
 from mlperf_repro.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, parse_catalog
 from mlperf_repro.cli import main as cli
-from mlperf_repro.site import node_address, site_problems, validate_hosts
+from mlperf_repro.inventory_check import node_address, site_problems, validate_hosts
 from tests.infra.ansible_output import changed_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ INVENTORY = [
     ({"data_workers": 0}, "data_workers", "must be an integer from 1 to 1024"),
     ({"data_workers": 100000}, "data_workers", "must be an integer from 1 to 1024"),
     ({"data_retries": -1}, "data_retries", "must be an integer from 0 to 100"),
-    ({"docker_pull_retries": "many"}, "docker_pull_retries", "must be an integer, got 'many' (string)"),
+    ({"image_pull_retries": "many"}, "image_pull_retries", "must be an integer, got 'many' (string)"),
     ({"preflight_logdir_need_gb": -1}, "preflight_logdir_need_gb", "must be a number from 0"),
     ({"preflight_expected_gpu_count": 0}, "preflight_expected_gpu_count", "from 1 to 64"),
     ({"rocm_reboot_timeout": 0}, "rocm_reboot_timeout", "from 1 to 86400"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlperf_repro.node import campaign
+from mlperf_repro.node import campaign, fileio
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "mlperf_repro" / "node" / "campaign.py"
@@ -139,7 +139,7 @@ def test_stop_leaves_unfinished_runs_pending_and_a_new_start_finishes_them(tmp_p
 def test_a_stop_that_lands_while_a_run_starts_stops_that_run(tmp_path, smoke_log, monkeypatch):
     """The signal comes after the run is marked running and before its process exists."""
     directory = make(tmp_path, smoke_log, nexp=2, STALL_AT="0")  # run 0 would sleep 60 s
-    runner = campaign.Runner(str(directory))
+    runner = campaign.CampaignRunner(str(directory))
     monkeypatch.setattr(runner, "clear_caches", lambda: runner.on_signal(signal.SIGTERM, None))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     umask = os.umask(0o022)  # the runner sets its own (in this process): give the next tests theirs
@@ -279,5 +279,5 @@ def test_write_json_leaves_no_temporary_file_when_it_fails(tmp_path):
     campaign.write_json(str(path), {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
-    assert campaign._rewrite_in_place(str(path), b'{"a": 2}\n')  # within the space it holds
+    assert fileio._rewrite_in_place(str(path), b'{"a": 2}\n')  # within the space it holds
     assert json.loads(path.read_text()) == {"a": 2}

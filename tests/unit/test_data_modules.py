@@ -1,5 +1,5 @@
-"""The data role's two modules: mlperf_data_state (quick, offline re-check) and mlperf_data_step
-(one container step, run once, recorded, secrets only by environment).
+"""The data stage's two modules: mlperf_data_state (quick, offline re-check) and mlperf_data_step
+(one container step, run once, recorded, secrets only by environment), over node/data_steps.py.
 
 The modules are run as Ansible runs them: the file executed by Python with its arguments in a
 JSON file; their result is the JSON they print.
@@ -8,7 +8,6 @@ JSON file; their result is the JSON they print.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,23 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.node_alias import module_env
+
+from mlperf_repro.node import data_steps
+
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "data" / "library"
+LIBRARY = ROOT / "library"
 SECRET = "hf_UNIT_CANARY_0c4b9d2e71f84a55"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_module(name, args, tmp_path, check_mode=False):
     args = dict(args, _ansible_check_mode=check_mode)
     path = tmp_path / f"args-{os.urandom(4).hex()}.json"
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = module_env()
     proc = subprocess.run([sys.executable, str(LIBRARY / f"{name}.py"), str(path)],
                           capture_output=True, text=True, env=env, timeout=60)
     path.unlink()
@@ -64,9 +60,9 @@ def stage(dest: Path, name: str, files: dict, record=True):
 
 
 def test_state_vouches_for_a_staged_dataset_without_hashing(tmp_path):
-    state = load("mlperf_data_state")
+    state = data_steps
     stage(tmp_path / "d" / "data", "c4", {"a.bin": b"a" * 10, "sub/b.idx": b"b"})
-    res = state.state(str(tmp_path / "d"), [{"uri": "https://x.org/metadata/c4.uri", "dest": "data"}],
+    res = state.staged_state(str(tmp_path / "d"), [{"uri": "https://x.org/metadata/c4.uri", "dest": "data"}],
                       paths=["data", "model"], expected=["data/a.bin", "data/nope"])
     assert res["datasets"]["c4"]["complete"] is True
     assert res["downloads"][0]["name"] == "c4" and res["downloads"][0]["bytes"] == 11
@@ -77,7 +73,7 @@ def test_state_vouches_for_a_staged_dataset_without_hashing(tmp_path):
 
 
 def test_state_names_what_the_manifest_cannot_vouch_for(tmp_path):
-    state = load("mlperf_data_state")
+    state = data_steps
     dest = tmp_path / "data"
     stage(dest, "c4", {"a.bin": b"a" * 10, "b.bin": b"b" * 10, "c.bin": b"c"})
     st = (dest / "a.bin").stat()
@@ -97,7 +93,7 @@ def test_state_names_what_the_manifest_cannot_vouch_for(tmp_path):
 
 
 def test_state_checks_the_files_a_step_marker_recorded(tmp_path):
-    state = load("mlperf_data_state")
+    state = data_steps
     out = tmp_path / "energon" / "train"
     out.mkdir(parents=True)
     (out / "shard-0.tar").write_bytes(b"t" * 100)
@@ -105,7 +101,7 @@ def test_state_checks_the_files_a_step_marker_recorded(tmp_path):
     marker = tmp_path / "convert-1.json"
     marker.write_text(json.dumps({"files": [
         {"path": str(out / "shard-0.tar"), "size": 100, "mtime_ns": st.st_mtime_ns}]}))
-    res = state.state(str(tmp_path), markers=[str(marker), str(tmp_path / "none.json")])
+    res = state.staged_state(str(tmp_path), markers=[str(marker), str(tmp_path / "none.json")])
     assert res["markers"][str(marker)] == {"exists": True, "files": 1, "problems": [],
                                            "problem_count": 0}
     assert res["markers"][str(tmp_path / "none.json")]["exists"] is False
@@ -161,6 +157,21 @@ def test_step_runs_once_records_its_files_and_keeps_the_secret_out_of_everything
     altered = run_module("mlperf_data_step", step_args(tmp_path, "exit 99"), tmp_path)
     assert altered["failed"] and "changed since the step recorded them" in altered["msg"]
     assert (tmp_path / "out" / "f").read_text() == "altered\n"  # nothing re-run or deleted
+
+
+def test_step_and_state_read_a_marker_the_same_way(tmp_path):
+    """One marker check for both modules: the state check the role runs first and the step
+    agree on a marker that is unreadable (cut by a full disk), and neither re-runs the step."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "step.json").write_text('{"format": "mlperf-repro/data-st')
+    state = run_module("mlperf_data_state", {"data_dir": str(tmp_path),
+                                             "markers": ["meta/step.json"]}, tmp_path)
+    seen = state["markers"]["meta/step.json"]
+    assert seen["exists"] is True and seen["problem_count"] == 1, state["_raw"]
+    step = run_module("mlperf_data_step", step_args(tmp_path, "mkdir out; echo x > out/f"),
+                      tmp_path)
+    assert step["failed"] and step["ran"] is False and "unreadable" in step["msg"], step["_raw"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_step_refuses_a_secret_on_the_command_line(tmp_path):

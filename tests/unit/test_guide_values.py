@@ -15,7 +15,7 @@ import pytest
 
 from mlperf_repro.catalog import load_catalog
 from mlperf_repro.node import campaign
-from mlperf_repro.site import site_problems
+from mlperf_repro.inventory_check import site_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,12 @@
 """Preflight probes and the one-table report, driven with real paths and recorded command output."""
 
+import hashlib
+import re
 import shutil
 from pathlib import Path
 
 from mlperf_repro.node import preflight
-from mlperf_repro.preflight_report import shared_mount_problems
+from mlperf_repro.preflight_report import shared_marker_problems, shared_mount_problems
 from filter_plugins.mlperf import mlperf_preflight_table
 
 
@@ -13,7 +15,14 @@ def test_full_disk_is_a_problem_naming_path_and_sizes(tmp_path):
                                         "need_gb": 10 ** 7}])
     assert len(problems) == 1
     assert "DATADIR" in problems[0] and str(tmp_path) in problems[0] and "needs 10000000.0 GiB" in problems[0]
-    assert facts["disks"][0]["free_gb"] >= 0
+    # the free space reported is the space where DATADIR will be created (its parent), in GiB:
+    # the record's whole GiB and the message's figure agree with each other and with the disk
+    disk = facts["disks"][0]
+    said = re.search(r"has ([0-9.]+) GiB free", problems[0])
+    assert said, problems[0]
+    assert abs(float(said.group(1)) - disk["free_gb"]) <= 0.5
+    assert abs(disk["free_gb"] - shutil.disk_usage(tmp_path).free / 1024 ** 3) <= 1
+    assert disk["need_gb"] == 10 ** 7
 
 
 def test_enough_disk_and_present_commands_are_fine(tmp_path):
@@ -161,3 +170,39 @@ def test_preflight_summary_counts_as_changed_only_when_it_says_something_new():
     worse["nodes"][0]["problems"] = ["LOGDIR: /x is a file, not a directory"]
     assert summary_changed(worse, text)
     assert summary_changed(summary, None) and summary_changed(summary, "{truncated")
+
+
+def test_the_mount_table_is_read_once_for_both_questions(tmp_path):
+    table = ("server:/export /mnt/shared nfs4 rw 0 0\n"
+             "/dev/sda1 /mnt/with\\040space ext4 rw 0 0\n"
+             "other:/x /mnt/shared nfs rw 0 0\n"
+             "short line\n")
+    assert preflight.mount_table(table)[1] == {"source": "/dev/sda1", "mountpoint": "/mnt/with space",
+                                               "fstype": "ext4"}
+    # the mount in effect at a mount point is the last one mounted there
+    assert preflight.mount_at(table, "/mnt/shared/") == {"source": "other:/x", "mountpoint": "/mnt/shared",
+                                                         "fstype": "nfs"}
+    assert preflight.mount_at(table, "/mnt/with space")["source"] == "/dev/sda1"
+    assert preflight.mount_at(table, "/mnt") is None
+    # a path's mount (longest prefix, at its nearest existing directory) from the same parser
+    mounts = tmp_path / "mounts"
+    mounts.write_text(table + f"srv:/e {tmp_path} nfs rw 0 0\n")
+    (tmp_path / "x").mkdir()
+    assert preflight.mount_of(str(tmp_path / "x" / "not-yet"), str(mounts)) == {
+        "source": "srv:/e", "mountpoint": str(tmp_path), "fstype": "nfs"}
+
+
+def test_the_shared_storage_proof_names_each_host_and_path_that_failed():
+    content = "mlperf-repro shared-storage check abc written by n1"
+    good = hashlib.sha1(content.encode()).hexdigest()
+    reads = {
+        "n1": [{"item": "/data", "stat": {"exists": True, "checksum": good}}],
+        "n2": [{"item": "/data", "stat": {"exists": False}},
+               {"item": "/logs", "stat": {"exists": True, "checksum": "0" * 40}}],
+        "n3": [],   # got no further
+    }
+    assert shared_marker_problems(reads, "n1", content) == [
+        "n2: /data: the marker is not there: not the same filesystem as on n1 (not mounted, or a local directory)",
+        "n2: /logs: the marker has other content than n1 wrote (another filesystem holding an old marker?)",
+    ]
+    assert shared_marker_problems({"n1": reads["n1"]}, "n1", content) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlperf_repro.node import render_files
+from tests.infra.node_alias import module_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +97,7 @@ def test_the_module_runs_and_does_not_echo_the_contents(tmp_path):
                                     "_ansible_diff": True}}
     proc = subprocess.run([sys.executable, str(ROOT / "library" / "mlperf_files.py")],
                           input=json.dumps(args), capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=module_env())
     out = json.loads(proc.stdout)
     assert out["changed"] and not out.get("failed"), out
     assert "print('hi')" not in json.dumps(out["invocation"])
@@ -104,5 +105,5 @@ def test_the_module_runs_and_does_not_echo_the_contents(tmp_path):
     assert len(out["diff"]) == 3
     again = json.loads(subprocess.run([sys.executable, str(ROOT / "library" / "mlperf_files.py")],
                                       input=json.dumps(args), capture_output=True, text=True,
-                                      env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout)
+                                      env=module_env()).stdout)
     assert not again["changed"] and again["diff"] == []

@@ -14,11 +14,12 @@ import jinja2
 import pytest
 
 from mlperf_repro.catalog import load_catalog
+from mlperf_repro.project_files import project_file
 from mlperf_repro.node import slurm_job
 from mlperf_repro.node.slurm_job import (SlurmError, base_state, campaign_status, parse_exit_code,
                                          parse_scontrol, run_starts, split_runs)
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "roles" / "render" / "templates"
+TEMPLATES = Path(project_file("templates/job.sh.j2")).parent
 
 
 def mllog(key, value=None, **metadata):
@@ -313,7 +314,7 @@ def test_cancel_only_a_job_that_has_not_ended(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # job.sh
 
-def render_job(tmp_path, **variables):
+def render_job(tmp_path, job=None, **variables):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              keep_trailing_newline=True, trim_blocks=True,
                              undefined=jinja2.StrictUndefined)
@@ -323,11 +324,12 @@ def render_job(tmp_path, **variables):
         "mlperf_spec": load_catalog().resolve("flux1", "MI325X_08x08x32"),
         "mlperf_datadir": "/data/mlperf_flux1/data", "mlperf_logdir": "/data/mlperf_flux1/results",
         "mlperf_benchmark": "flux1", "mlperf_system": "MI325X_08x08x32", "mlperf_nexp": 10,
-        "render_code_dir": "/data/work/code/flux1", "render_slurm_job_name": "flux1_mlperf",
-        "render_slurm_time": "60:00:00", "render_slurm_partition": "mi325x",
-        "render_slurm_extra_options": ["--exclusive"],
+        "job": {"code_dir": "/data/work/code/flux1", "name": "flux1_mlperf", "time": "60:00:00",
+                "partition": "mi325x", "extra_options": ["--exclusive"],
+                "run_command": "srun bash run_with_docker_slurm.sh", "nexp": 10},
     }
     values.update(variables)
+    values["job"].update(job or {})
     path = tmp_path / "job.sh"
     path.write_text(env.get_template("job.sh.j2").render(**values))
     return path
@@ -339,11 +341,9 @@ def sbatch_options(text):
 
 def test_campaign_job_sh_sets_every_variable_inside(tmp_path):
     campaign = "/data/mlperf_flux1/results/flux1/MI325X_08x08x32/20261128T120000Z"
-    path = render_job(tmp_path, render_slurm_logdir=campaign,
-                      render_slurm_output=campaign + "/flux1_%j.out",
-                      render_slurm_comment="mlperf-repro:" + campaign,
-                      render_slurm_root_seed=123456789, render_slurm_nexp=10,
-                      render_slurm_run_command="srun bash run_with_docker_slurm.sh")
+    path = render_job(tmp_path, job={"logdir": campaign, "output": campaign + "/flux1_%j.out",
+                                     "comment": "mlperf-repro:" + campaign,
+                                     "root_seed": 123456789, "nexp": 10})
     text = path.read_text()
     assert sbatch_options(text) == [
         "--job-name=flux1_mlperf", "--nodes=8", "--ntasks-per-node=1", "--gres=gpu:8",

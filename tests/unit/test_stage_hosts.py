@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlperf_repro.site import NO_HOSTS, stage_hosts
+from mlperf_repro.inventory_check import NO_HOSTS, stage_hosts
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -24,12 +24,17 @@ from typing import Any, Mapping
 
 import yaml
 
-from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, UNSAFE_VALUE_RE, load_catalog,
-                      type_name)
+from .catalog import (Catalog, CatalogError, ENV_NAME_RE, INTEGER_RE, RUNTIMES, UNSAFE_VALUE_RE,
+                      load_catalog, type_name)
+from .stages import is_selected, known_tags, selected_tags, stage_tags as all_stage_tags
 
 FILL_IN = "FILL_IN"
-RUNTIMES = ("docker", "podman", "none")
 TUNABLE_MODES = ("apply", "check", "reset", "off")
+#: tunables_mode when an inventory does not set it: the tunables stage, preflight and the run
+#: stage all read the resolved mode (mlperf_spec.tunables_mode), never a default of their own.
+#: Off: the node's kernel and CPU settings change only when the inventory asks (AMD's guide
+#: applies them: the platform inventories set apply).
+TUNABLES_DEFAULT = "off"
 PATH_VARS = ("mlperf_datadir", "mlperf_logdir", "mlperf_workdir")
 BOOL_VARS = ("mlperf_shared_storage", "mlperf_provision", "mlperf_allow_partial",
              "mlperf_logdir_world_writable")
@@ -69,8 +74,8 @@ NUMBER_LIMITS = {
     "mlperf_nexp": (1, 1000), "render_slurm_nexp": (1, 1000),
     "campaign_poll_seconds": (1, 86400), "slurm_job_poll_seconds": (1, 86400),
     "campaign_timeout_hours": (0.01, 8760), "slurm_job_timeout_hours": (0.01, 8760),
-    "data_workers": (1, 1024), "data_retries": (0, 100), "docker_pull_retries": (0, 100),
-    "docker_pull_delay": (0, 3600), "shared_storage_marker_retries": (0, 100),
+    "data_workers": (1, 1024), "data_retries": (0, 100), "image_pull_retries": (0, 100),
+    "image_pull_delay": (0, 3600), "shared_storage_marker_retries": (0, 100),
     "shared_storage_marker_delay": (0, 3600), "rocm_reboot_timeout": (1, 86400),
     "preflight_expected_gpu_count": (1, 64), "data_convert_space_factor": (0.01, 100),
     "preflight_logdir_need_gb": (0, 10 ** 6), "preflight_workdir_need_gb": (0, 10 ** 6),
@@ -85,8 +90,6 @@ PARTITION_RE = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
 SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-KNOWN_TAGS = ("all", "always", "preflight", "provision", "rocm", "docker", "tunables", "data",
-              "render", "run", "collect", "score", "report", "deep_verify")
 VERSION_VARS = ("rocm_version", "rocm_amdgpu_version", "preflight_min_rocm_version")
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
 REQUIRED = ("mlperf_benchmark", "mlperf_system", "mlperf_nexp", "mlperf_container_runtime",
@@ -108,10 +111,7 @@ def stage_hosts(pattern: str, stage_tags: list[str] | tuple[str, ...],
     validation task carries the play's tags too, and ansible-core skips it. ``stage_tags`` must
     be the play's own tags (tests/unit/test_stage_hosts.py checks every playbook).
     """
-    selected = set(run_tags or ["all"])
-    if selected & {"all", "always", "tagged"} or selected & set(stage_tags):
-        return pattern
-    return NO_HOSTS
+    return pattern if is_selected(stage_tags, run_tags) else NO_HOSTS
 
 
 def _unfilled(value: Any) -> bool:
@@ -129,11 +129,11 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
     groups = groups or {}
     problems += short_secret_problems(site)
     for option in ("ansible_run_tags", "ansible_skip_tags"):
-        unknown = sorted(set(site.get(option) or []) - set(KNOWN_TAGS))
+        unknown = sorted(set(site.get(option) or []) - set(known_tags()))
         if unknown:
             flag = "--tags" if option == "ansible_run_tags" else "--skip-tags"
             problems.append(f"unknown tag(s) {', '.join(unknown)} in {flag}: "
-                            f"the stages are {', '.join(KNOWN_TAGS[2:])}")
+                            f"the stages are {', '.join(all_stage_tags())}")
     for name in VERSION_VARS:
         value = site.get(name)
         if value is not None and not VERSION_RE.match(str(value)):
@@ -162,7 +162,7 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
         value = site.get(name)
         if not _unfilled(value):
             problems.extend(_path_problems(name, value))
-    mode = site.get("tunables_mode", "off")
+    mode = site.get("tunables_mode", TUNABLES_DEFAULT)
     if mode not in TUNABLE_MODES:
         problems.append(f"tunables_mode must be one of {', '.join(TUNABLE_MODES)}, got {mode!r}")
     campaign = site.get("mlperf_campaign")
@@ -224,6 +224,9 @@ def site_problems(site: Mapping[str, Any], groups: Mapping[str, list] | None = N
                                              or not INTEGER_RE.match(str(value))):
                     problems.append(f"{owner}.{key} must be an integer: {plat.name}'s config "
                                     f"computes with it in $((...)), got {_shown(owner, value)}")
+    if "package" in selected_stages(site) and _unfilled(site.get("package_org")):
+        problems.append("package_org is not set: the package stage names the submitting "
+                        "organization (the tree's top directory), e.g. -e package_org=ACME")
     if "data" in selected_stages(site) and not groups.get("mlperf_staging"):
         problems.append("inventory group mlperf_staging is empty: the data stage prepares the "
                         "dataset on its first host; name one (usually the first node)")
@@ -273,15 +276,7 @@ def logdir_mode_problems(site: Mapping[str, Any]) -> list[str]:
 
 def selected_stages(site: Mapping[str, Any]) -> set[str]:
     """The stages this run's --tags/--skip-tags select."""
-    run = set(site.get("ansible_run_tags") or ["all"])
-    skip = set(site.get("ansible_skip_tags") or [])
-    stages = set(KNOWN_TAGS[2:])
-    chosen = stages if run & {"all", "always", "tagged"} else run & stages
-    if "provision" in run:
-        chosen |= {"rocm", "docker"}
-    if "provision" in skip:
-        skip = skip | {"rocm", "docker"}
-    return chosen - skip
+    return selected_tags(site.get("ansible_run_tags"), site.get("ansible_skip_tags"))
 
 
 def _integer(value: Any) -> int | None:
@@ -522,7 +517,27 @@ def validate(site: Mapping[str, Any], groups: Mapping[str, list] | None,
                                    dict(site.get("mlperf_site_env") or {}))
         except CatalogError as exc:
             problems.append(str(exc))
+        else:
+            spec.update(site_spec(site))
     return {"problems": problems, "spec": spec}
+
+
+def site_spec(site: Mapping[str, Any]) -> dict[str, Any]:
+    """The values every stage derives from a host's (valid) site values, resolved once here and
+    read by the roles from ``mlperf_spec``: the run count as an integer, the container runtime,
+    the tunables mode, where the benchmark code goes on a node (``code_dir``), the directory
+    of this benchmark/system's campaigns on a node (``campaign_root``: LOGDIR/<benchmark>/<system>)
+    and on the controller (``results_root``: mlperf_results_dir/<benchmark>/<system>)."""
+    bench, system = str(site["mlperf_benchmark"]), str(site["mlperf_system"])
+    below = f"{bench}/{system}"
+    return {
+        "nexp": _integer(site["mlperf_nexp"]),
+        "runtime": str(site["mlperf_container_runtime"]),
+        "tunables_mode": str(site.get("tunables_mode") or TUNABLES_DEFAULT),
+        "code_dir": f"{site['mlperf_workdir']}/code/{bench}",
+        "campaign_root": f"{site['mlperf_logdir']}/{below}",
+        "results_root": f"{site['mlperf_results_dir']}/{below}",
+    }
 
 
 #: The site values of a host that validation reads, with the value an unset one stands for.
@@ -531,7 +546,7 @@ SITE_VARS: dict[str, Any] = {
     "mlperf_container_runtime": None, "mlperf_datadir": None, "mlperf_logdir": None,
     "mlperf_workdir": None, "mlperf_results_dir": None, "mlperf_shared_storage": None,
     "mlperf_provision": None, "mlperf_site_env": {}, "mlperf_allow_partial": False,
-    "mlperf_slurm_partition": None, "tunables_mode": "off", "rocm_version": None,
+    "mlperf_slurm_partition": None, "tunables_mode": TUNABLES_DEFAULT, "rocm_version": None,
     "rocm_amdgpu_version": None, "preflight_min_rocm_version": None, "mlperf_campaign": None,
 }
 

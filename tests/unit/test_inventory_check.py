@@ -1,6 +1,6 @@
 """Site values from the inventory: every problem named before any host is changed."""
 
-from mlperf_repro.site import site_problems
+from mlperf_repro.inventory_check import site_problems
 
 GOOD = {
     "mlperf_benchmark": "llama31_8b", "mlperf_system": "MI355X_1x8x1", "mlperf_nexp": 10,
@@ -30,7 +30,7 @@ def test_all_problems_reported_at_once():
 
 def test_every_host_resolved_at_once_when_all_are_good():
     from mlperf_repro.catalog import load_catalog
-    from mlperf_repro.site import validate_hosts
+    from mlperf_repro.inventory_check import validate_hosts
     env = {"NCCL_SOCKET_IFNAME": "ens51np0"}
     sites = {"n1": GOOD, "n2": dict(GOOD, mlperf_site_env=env)}
     result = validate_hosts(sites, GROUPS, load_catalog())
@@ -42,7 +42,7 @@ def test_every_host_resolved_at_once_when_all_are_good():
 
 def test_a_problem_of_some_hosts_names_them_one_of_all_hosts_is_said_once():
     from mlperf_repro.catalog import load_catalog
-    from mlperf_repro.site import validate_hosts
+    from mlperf_repro.inventory_check import validate_hosts
     sites = {"n1": dict(GOOD, mlperf_nexp=0), "n2": dict(GOOD, mlperf_nexp=0),
              "n3": dict(GOOD, mlperf_nexp=0, mlperf_datadir="FILL_IN")}
     result = validate_hosts(sites, GROUPS, load_catalog())
@@ -59,7 +59,7 @@ def test_every_variable_the_shipped_inventories_set_is_known():
 
     import yaml
 
-    from mlperf_repro.site import declared_problems
+    from mlperf_repro.inventory_check import declared_problems
     root = Path(__file__).resolve().parents[2]
     files = sorted(root.glob("inventory/*/group_vars/*.yml"))
     assert files
@@ -70,7 +70,7 @@ def test_every_variable_the_shipped_inventories_set_is_known():
 
 
 def test_known_variables_come_from_the_argument_specs():
-    from mlperf_repro.site import known_variables, role_prefixes
+    from mlperf_repro.inventory_check import known_variables, role_prefixes
     known = known_variables()
     assert {"campaign_poll_seconds", "slurm_job_time", "tunables_root", "mlperf_nexp",
             "mlperf_local_root", "validate_catalog_path"} <= known
@@ -78,7 +78,7 @@ def test_known_variables_come_from_the_argument_specs():
 
 
 def test_one_node_under_two_names_is_found_by_its_address():
-    from mlperf_repro.site import duplicate_node_problems, node_address
+    from mlperf_repro.inventory_check import duplicate_node_problems, node_address
     groups = {"mlperf_nodes": ["a", "b", "c", "d"]}
     addresses = {"a": node_address("ssh", "10.0.0.1", None, "a"),
                  "b": node_address("ssh", "10.0.0.1", 2222, "b"),   # another port: another node
@@ -92,9 +92,29 @@ def test_one_node_under_two_names_is_found_by_its_address():
 
 
 def test_stages_selected_by_tags():
-    from mlperf_repro.site import selected_stages
+    from mlperf_repro.inventory_check import selected_stages
     assert "data" in selected_stages({})
     assert selected_stages({"ansible_run_tags": ["score"]}) == {"score"}
     assert "data" not in selected_stages({"ansible_skip_tags": ["data"]})
     assert {"rocm", "docker"} <= selected_stages({"ansible_run_tags": ["provision"]})
     assert not site_problems(dict(GOOD, ansible_run_tags=["score"]), {"mlperf_nodes": ["n1"]})
+
+
+def test_values_every_stage_derives_are_resolved_once_into_the_spec():
+    """The roles read these from mlperf_spec (no role computes them again): the run count as
+    parsed once (``-e mlperf_nexp=3`` arrives as a string), where the code and the campaigns go,
+    the runtime, the tunables mode (off when the inventory does not say)."""
+    from mlperf_repro.catalog import load_catalog
+    from mlperf_repro.inventory_check import validate_hosts
+    unset = {k: v for k, v in GOOD.items() if k != "tunables_mode"}
+    sites = {"n1": dict(GOOD, mlperf_nexp="3", mlperf_allow_partial=True),
+             "n2": dict(unset, mlperf_container_runtime="podman", tunables_mode="off")}
+    specs = validate_hosts(sites, GROUPS, load_catalog())["specs"]
+    assert {k: specs["n1"][k] for k in ("nexp", "runtime", "tunables_mode", "code_dir",
+                                         "campaign_root", "results_root", "ruleset")} == {
+        "nexp": 3, "runtime": "docker", "tunables_mode": "apply", "code_dir": "/opt/w/code/llama31_8b",
+        "campaign_root": "/data/l/llama31_8b/MI355X_1x8x1", "results_root": "/r/llama31_8b/MI355X_1x8x1",
+        "ruleset": load_catalog().ruleset}
+    assert (specs["n2"]["nexp"], specs["n2"]["runtime"], specs["n2"]["tunables_mode"]) == (10, "podman", "off")
+    from mlperf_repro.inventory_check import SITE_VARS, TUNABLES_DEFAULT
+    assert SITE_VARS["tunables_mode"] == TUNABLES_DEFAULT == "off"
