@@ -175,10 +175,8 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    from ansible.module_utils.nvidia_facts import check_expectations, collect, evaluate, module_runner
-except ImportError:  # running from a source checkout (tests)
-    from mlperf_repro.node.nvidia_facts import check_expectations, collect, evaluate, module_runner
+from ansible.module_utils.module_adapter import finish
+from ansible.module_utils.nvidia_facts import gather, module_runner
 
 
 def main():
@@ -196,18 +194,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    try:  # caller mistakes fail before anything runs
-        check_expectations(p["min_driver_version"], p["expected_count"], p["min_memory_mib"], p["pci_models"])
-    except ValueError as exc:
-        module.fail_json(msg="invalid option: %s" % exc)
-    record = collect(module_runner(module))
-    problems = evaluate(record, expected_count=p["expected_count"], expected_model=p["expected_model"],
-                        min_driver_version=p["min_driver_version"], min_memory_mib=p["min_memory_mib"],
-                        require_persistence=p["require_persistence"], allow_mig=p["allow_mig"],
-                        require_ecc=p["require_ecc"], pci_models=p["pci_models"],
-                        driver_pending=p["driver_pending"])
-    module.exit_json(changed=False, ansible_facts={"nvidia_gpu": record}, problems=problems)
+    finish(module, "nvidia_gpu_facts", (ValueError,), gather, module_runner(module), **module.params)
 
 
 if __name__ == "__main__":

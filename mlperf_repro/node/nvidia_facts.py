@@ -559,6 +559,22 @@ def check_expectations(min_driver_version=None, expected_count=None, min_memory_
                              % (key, product))
 
 
+def gather(run, **expectations):
+    """What the module returns: ``{changed, ansible_facts: {nvidia_gpu: record}, problems}``.
+
+    ``expectations``: :func:`evaluate`'s keywords. A caller's mistake raises ``ValueError``
+    ("invalid option: ...") before ``nvidia-smi`` runs.
+    """
+    try:
+        check_expectations(expectations.get("min_driver_version"), expectations.get("expected_count"),
+                           expectations.get("min_memory_mib"), expectations.get("pci_models"))
+    except ValueError as exc:
+        raise ValueError("invalid option: %s" % exc)
+    record = collect(run)
+    problems = evaluate(record, **expectations)
+    return {"changed": False, "ansible_facts": {"nvidia_gpu": record}, "problems": problems}
+
+
 def _where(gpu):
     return "GPU %s (%s)" % (gpu["index"] if gpu["index"] is not None else "?", gpu["bus_id"] or "bus ?")
 
