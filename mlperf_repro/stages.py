@@ -44,7 +44,7 @@ VALIDATE = "validate"
 
 STAGES: tuple[Stage, ...] = (
     Stage("preflight", "Prerequisites - check every node, change nothing"),
-    Stage("provision", "Prerequisites - ROCm, amdgpu driver and Docker", parts=("rocm", "docker", "image")),
+    Stage("provision", "Prerequisites - ROCm, amdgpu driver and Docker", parts=("rocm", "nvidia_driver", "docker", "image")),
     Stage("tunables", "Runtime tunables (AMD's runtime_tunables.sh)"),
     Stage("data", "Prepare the dataset, once, on shared storage", parts=("deep_verify",)),
     Stage("render", "Set up the benchmark code, config_<SYSTEM>.sh and job.sh"),

@@ -52,9 +52,9 @@ def test_validation_knows_the_tags_of_the_table():
     (problem,) = [p for p in site_problems(site) if "unknown tag" in p]
     assert problem == ("unknown tag(s) healthcheck in --tags: the stages are "
                        + ", ".join(tag for s in STAGES for tag in s.tags))
-    assert selected_stages({"ansible_run_tags": ["provision"]}) == {"provision", "rocm", "docker", "image"}
+    assert selected_stages({"ansible_run_tags": ["provision"]}) == {"provision", "rocm", "nvidia_driver", "docker", "image"}
     assert selected_stages({"ansible_skip_tags": ["provision"]}) == (
-        {tag for s in STAGES if s.default for tag in s.tags} - {"provision", "rocm", "docker", "image"})
+        {tag for s in STAGES if s.default for tag in s.tags} - {"provision", "rocm", "nvidia_driver", "docker", "image"})
     assert "package" in selected_stages({"ansible_run_tags": ["score", "package"]})
 
 
