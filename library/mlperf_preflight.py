@@ -39,10 +39,16 @@ options:
     default: false
   gpus:
     description:
-      - Also read the GPUs, ROCm and the driver (amd-smi, falling back to rocm-smi, then lspci)
-        and check them; omit on CPU-only platforms.
+      - Also read the GPUs and their driver stack through the platform's GPU facts source and
+        check them; omit on CPU-only platforms.
     type: dict
     suboptions:
+      source:
+        description:
+          - The platform's GPU facts source (C(gpu_facts_module) in mlperf_repro/platforms.yml);
+            each reads its own checks below (node/gpu_sources.py).
+        type: str
+        default: amd_gpu_facts
       expected_count:
         description: GPUs the node must have.
         type: int
@@ -54,6 +60,19 @@ options:
         type: str
       rocm_pending:
         description: ROCm is installed later in this run, so a missing or old one is not a problem.
+        type: bool
+        default: false
+      min_driver_version:
+        description: Lowest driver version accepted (the platform's driver version check).
+        type: str
+      min_memory_mib:
+        description: Least memory each GPU must report, in MiB.
+        type: int
+      pci_models:
+        description: PCI device ID to product (the platform's C(pci_ids)).
+        type: dict
+      driver_pending:
+        description: The driver stack is installed later in this run, so a missing or old one is not a problem.
         type: bool
         default: false
   deferred:
@@ -92,11 +111,11 @@ problems:
   type: list
   elements: str
 gpus:
-  description: What M(amd_gpu_facts) returns as C(amd_gpu) (count, model, gfx target, VRAM, XGMI, ROCm, driver); null without O(gpus).
+  description: The record the platform's GPU facts module returns (count, model, memory, driver and more); null without O(gpus).
   returned: always
   type: dict
 ansible_facts:
-  description: C(amd_gpu), the same as RV(gpus), when O(gpus) is given.
+  description: That module's fact (C(amd_gpu), C(nvidia_gpu)), the same as RV(gpus), when O(gpus) is given.
   returned: when O(gpus) is given
   type: dict
 deferred:
@@ -108,7 +127,7 @@ deferred:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.gpu_facts import check_expectations, collect, evaluate, module_runner
+from ansible.module_utils.gpu_sources import GpuSourceError, check, gather, module_runner
 from ansible.module_utils.preflight import probe
 from ansible.module_utils.campaign import RUNTIMES
 
@@ -123,10 +142,15 @@ def main():
             "need_sudo": {"type": "bool", "default": False},
             "allow_running_containers": {"type": "bool", "default": False},
             "gpus": {"type": "dict", "options": {
+                "source": {"type": "str", "default": "amd_gpu_facts"},
                 "expected_count": {"type": "int"},
                 "expected_model": {"type": "str"},
                 "min_rocm_version": {"type": "str"},
                 "rocm_pending": {"type": "bool", "default": False},
+                "min_driver_version": {"type": "str"},
+                "min_memory_mib": {"type": "int"},
+                "pci_models": {"type": "dict"},
+                "driver_pending": {"type": "bool", "default": False},
             }},
             "deferred": {"type": "list", "elements": "str", "default": []},
         },
@@ -134,9 +158,10 @@ def main():
     )
     gpus = module.params["gpus"]
     try:  # caller mistakes fail before anything runs
-        check_expectations(gpus["min_rocm_version"] if gpus else None)
-    except ValueError as exc:
-        module.fail_json(msg="gpus.min_rocm_version: %s" % exc)
+        if gpus is not None:
+            check(gpus["source"], gpus)
+    except GpuSourceError as exc:
+        module.fail_json(msg=str(exc))
     for index, item in enumerate(module.params["paths"]):
         if not item.get("path") or not item.get("label"):
             module.fail_json(msg="paths[%d]: expected {label, path, need_gb}, got %r" % (index, item))
@@ -150,13 +175,9 @@ def main():
     if gpus is None:
         module.exit_json(changed=False, node=facts, problems=problems, gpus=None,
                          deferred=module.params["deferred"])
-    record = collect(module_runner(module))
-    problems = problems + evaluate(record, expected_count=gpus["expected_count"],
-                                   expected_model=gpus["expected_model"],
-                                   min_rocm_version=gpus["min_rocm_version"],
-                                   rocm_pending=gpus["rocm_pending"])
-    module.exit_json(changed=False, node=facts, problems=problems, gpus=record,
-                     ansible_facts={"amd_gpu": record}, deferred=module.params["deferred"])
+    fact, record, gpu_problems = gather(gpus["source"], gpus, module_runner(module))
+    module.exit_json(changed=False, node=facts, problems=problems + gpu_problems, gpus=record,
+                     ansible_facts={fact: record}, deferred=module.params["deferred"])
 
 
 if __name__ == "__main__":
