@@ -113,8 +113,8 @@ EXAMPLES = r"""
     script: /opt/mlperf/healthcheck/healthcheck.py
     backend: torch
     runtime: docker
-    image: rocm/amd-mlperf:llama2_70b_training_5.1
-    container_flags: [--device=/dev/kfd, --device=/dev/dri, --ipc=host]
+    image: registry.example.org/mlperf/llama2_70b_lora:v6.0
+    container_flags: [--net=host, --ipc=host]
 
 - name: All-reduce between two nodes
   mlperf_healthcheck:

@@ -115,7 +115,7 @@ gpus:
   returned: always
   type: dict
 ansible_facts:
-  description: That module's fact (C(amd_gpu), C(nvidia_gpu)), the same as RV(gpus), when O(gpus) is given.
+  description: That module's fact (named by the platform definition), the same as RV(gpus), when O(gpus) is given.
   returned: when O(gpus) is given
   type: dict
 deferred:

@@ -41,6 +41,7 @@ def load_thresholds(path: str | Path | None = None) -> dict:
     ``min``/``max`` (a number) and a ``source``."""
     import yaml
 
+    packaged = not path
     path = Path(path) if path else THRESHOLDS_FILE
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -51,6 +52,12 @@ def load_thresholds(path: str | Path | None = None) -> dict:
     products = (data or {}).get("products") if isinstance(data, dict) else None
     if not isinstance(products, dict) or not products:
         raise HealthError(f"{path}: expected a mapping 'products:' of product -> figures")
+    if packaged:
+        # The GPU products' thresholds live with their platform (platforms.yml, `health`).
+        from .platforms import load_platforms  # pylint: disable=import-outside-toplevel
+
+        for platform in load_platforms().platforms.values():
+            products.update(platform.health)
     for product, entry in products.items():
         figures = (entry or {}).get("figures")
         if not isinstance(figures, dict):
