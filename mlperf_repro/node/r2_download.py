@@ -53,9 +53,11 @@ import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 try:
-    from ansible.module_utils.fileio import changed_since, free_bytes, write_atomic
+    from ansible.module_utils.fileio import (changed_since, existing_ancestor, free_bytes,
+                                             write_atomic)
 except ImportError:  # the controller and tests
-    from mlperf_repro.node.fileio import changed_since, free_bytes, write_atomic
+    from mlperf_repro.node.fileio import (changed_since, existing_ancestor, free_bytes,
+                                          write_atomic)
 
 try:
     import fcntl
@@ -901,7 +903,7 @@ class _Download:
             raise InsufficientSpaceError(
                 "not enough free space for dataset %s in %s (file system of %s): %d file(s) need "
                 "%d bytes (%s) more, only %d bytes (%s) are free; free %s or choose another dest"
-                % (self.src.dataset, self.dest, probe, nfiles, needed, _human(needed), free,
+                % (self.src.dataset, self.dest, existing_ancestor(self.dest), nfiles, needed, _human(needed), free,
                    _human(free), _human(needed - free)),
                 path=self.dest, needed=needed, free=free)
 

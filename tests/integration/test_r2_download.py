@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # a plain `pytest` from the checkout, package not installed
     sys.path.insert(0, str(ROOT))
 
-from mlperf_repro.node import r2_download  # noqa: E402
+from mlperf_repro.node import fileio, r2_download  # noqa: E402
 from mlperf_repro.node.r2_download import (  # noqa: E402
     MANIFEST_NAME, AuthRequiredError, ChecksumError, InsufficientSpaceError, fetch_dataset,
     read_manifest, verify_manifest)
@@ -282,7 +282,7 @@ def test_insufficient_space_is_refused_before_writing(nginx_bucket, tmp_path, mo
     files = {"x.bin": blob(700_000, 10), "y.bin": blob(300_000, 11)}
     ds = nginx_bucket.add_dataset("too-big", files)
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(r2_download.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
     dest = tmp_path / "small"
     mark = nginx_bucket.mark()
     with pytest.raises(InsufficientSpaceError) as ei:
