@@ -176,6 +176,16 @@ def _mode(value):
     return _clean(value)
 
 
+def _hex_id(value):
+    """A PCI ID as ``0x`` + upper-case hex whichever way the form prints it (the XML drops the
+    ``0x`` the text form shows: ``18BF10DE`` / ``0x18BF10DE``); anything else as it is."""
+    value = _clean(value)
+    if not value:
+        return value
+    digits = value[2:] if value.lower().startswith("0x") else value
+    return "0x" + digits.upper() if re.match(r"^[0-9A-Fa-f]+$", digits) else value
+
+
 def device_id_of(pci_device_id):
     """``"0x233010DE"`` / ``"233010DE"`` -> ``"0x2330"``; None when no NVIDIA ID is in it."""
     value = (_clean(pci_device_id) or "").lower()
@@ -349,7 +359,7 @@ def _gpu_record(view, bus_id=None):
         "model": model,
         "architecture": _clean(fields["architecture"]),
         "device_id": device_id,
-        "sub_system_id": _clean(fields["pci_sub_system_id"]),
+        "sub_system_id": _hex_id(fields["pci_sub_system_id"]),
         "uuid": _clean(fields["uuid"]),
         "serial": _clean(fields["serial"]),
         "vbios_version": _clean(fields["vbios_version"]),
@@ -400,7 +410,8 @@ def _gpu_record(view, bus_id=None):
         migs = view.element.findall("mig_devices/mig_device")
         gpu["mig_devices"] = len(migs)
     else:
-        gpu["mig_devices"] = None
+        # The text form lists no MIG devices; with MIG off there are none (as the XML says).
+        gpu["mig_devices"] = 0 if (gpu["mig_mode"] or "").lower() == "disabled" else None
     return gpu
 
 

@@ -373,3 +373,23 @@ def test_preflight_names_a_bad_gpu_source_before_running_anything(preflight, cap
     ran = []
     result = run_preflight(preflight, {"gpus": gpus}, capsys, monkeypatch, lambda argv: ran.append(argv))
     assert result["failed"] and result["msg"].startswith(message) and ran == []
+
+
+def test_the_xml_and_the_text_of_one_node_read_the_same():
+    """The borrowed H200's -q -x and -q, recorded in the same second on the same node: both forms
+    give the same facts, field for field (the text parser cannot drift from the XML one)."""
+    folder = Path(__file__).resolve().parents[1] / "data" / "gpu-outputs" / "nvidia"
+    xml = nf.parse_nvidia_smi(
+        (folder / "nvidia-smi-q-x__H200__driver-580.159.04__2.xml").read_text())
+    text = nf.parse_nvidia_smi(
+        (folder / "nvidia-smi-q__H200__driver-580.159.04__2.txt").read_text())
+    assert (xml["form"], text["form"]) == ("xml", "text")
+    assert xml["driver_version"] == text["driver_version"] == "580.159.04"
+    assert xml["cuda_version"] == text["cuda_version"] == "13.0"
+    assert len(xml["gpus"]) == len(text["gpus"]) == 1
+    volatile = {"clocks", "temperature", "power"}   # the second between the two reads
+    for key, value in xml["gpus"][0].items():
+        if any(word in key for word in volatile):
+            continue
+        assert text["gpus"][0].get(key) == value, key
+    assert xml["gpus"][0]["device_id"] == "0x2335"
