@@ -689,16 +689,17 @@ def module_run(params, run, check_mode=False):
 
 # ------------------------------------------------------------------------------ entry point
 def choose_backend(backend):
-    """``auto``: torch when it imports (the benchmark image has it), else cpu."""
+    """``auto``: torch when it imports and sees a GPU (the benchmark image on a GPU node), else
+    cpu (PyTorch on a CPU measures nothing the cpu backend does not, at many times its cost)."""
     if backend not in BACKENDS:
         raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
     if backend != "auto":
         return backend
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return "cpu"
-    return "torch"
+    return "torch" if torch.cuda.is_available() else "cpu"
 
 
 def measure(backend="auto", **options):

@@ -379,3 +379,17 @@ def test_telemetry_nobody_can_judge_flags_nobody():
     results = {h: {"figures": [dict(item)]} for h in ("a", "b", "c")}
     data = health.load_thresholds()
     assert health.evaluate(results, health.thresholds_for(data, "MI355X"))["flagged"] == []
+
+
+def test_auto_measures_with_torch_only_where_torch_sees_a_gpu(monkeypatch):
+    """PyTorch without a GPU measures nothing the cpu backend does not, at many times the cost
+    (a bf16 8192^3 matmul on a CPU): auto picks torch only where torch sees a GPU."""
+    import types
+
+    for gpu, expected in ((True, "torch"), (False, "cpu")):
+        fake = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda gpu=gpu: gpu))
+        monkeypatch.setitem(sys.modules, "torch", fake)
+        assert hc.choose_backend("auto") == expected
+    monkeypatch.setitem(sys.modules, "torch", None)   # torch not installed: import fails
+    assert hc.choose_backend("auto") == "cpu"
+    assert hc.choose_backend("torch") == "torch"       # asked for by name: as asked
