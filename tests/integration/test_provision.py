@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -539,6 +540,22 @@ def test_second_run_changes_nothing(lab, first_run, inventory):
     assert run.stdout.count(f"ROCm {NEW.rocm} is installed, at least rocm_version {NEW.rocm}") == 3
     assert run.stdout.count(f"ROCm {NEW.rocm}, 8 x MI300X (gfx942) seen by amd-smi list") == 3
     assert not [r for r in lab.requests_since(mark) if ".deb" in r]
+
+
+def test_the_docker_role_keeps_a_runtime_another_role_registered(lab, first_run, inventory):
+    """A GPU platform's container toolkit registers its runtime in daemon.json (nvidia-ctk runtime
+    configure); the docker role writes its own settings and keeps that runtime, and a re-run
+    changes nothing (the two roles do not undo each other)."""
+    runtime = {"toolkit": {"path": "/usr/bin/toolkit-container-runtime", "args": []}}
+    current = json.loads(lab.sh("amd1", "cat /etc/docker/daemon.json"))
+    lab.sh("amd1", "printf '%s' " + shlex.quote(json.dumps(dict(current, runtimes=runtime)))
+           + " > /etc/docker/daemon.json")
+    lab.playbook(inventory, "site.yml", "--tags", "docker", "--limit", "amd1")
+    assert json.loads(lab.sh("amd1", "cat /etc/docker/daemon.json")) == {
+        "log-driver": "json-file", "log-opts": {"max-size": "100m", "max-file": "3"},
+        "runtimes": runtime}
+    again = lab.playbook(inventory, "site.yml", "--tags", "docker", "--limit", "amd1")
+    assert again.recap["amd1"]["changed"] == 0, again.changed_tasks()
 
 
 def test_preflight_alone_checks_rocm_and_docker_for_real(lab, first_run, inventory):
