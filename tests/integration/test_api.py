@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mlperf_repro.stages import STAGES
 from mlperf_repro import api
 from mlperf_repro.node.campaign import container_run_argv, pid_alive, planned_commands, read_json
 
@@ -86,8 +87,8 @@ def test_full_smoke_run_returns_recap_campaign_and_score(full_run):
     # Every event reached the callback; the stages ran in the guide's order.
     assert len(events) == result.events > 100
     assert [e["event"] for e in events][-1] == "playbook_on_stats"
-    assert result.stages == ["validate", "preflight", "provision", "tunables", "data", "render",
-                             "run", "collect", "score", "report"]
+    assert result.stages == ["validate"] + [s.name for s in STAGES if s.default]
+    assert result.stages[5:9] == ["render", "healthcheck", "run", "collect"]
 
 
 def test_status_reads_the_campaign_from_the_node_and_the_collected_copy(full_run):
