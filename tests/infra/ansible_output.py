@@ -17,3 +17,13 @@ def changed_tasks(stdout: str) -> set[str]:
         elif line.startswith("changed: ") and task:
             changed.add(task)
     return changed
+
+
+def recap(stdout: str) -> dict:
+    """The PLAY RECAP's counters per host: ``{host: {"ok": 3, "changed": 0, ...}}``."""
+    out = {}
+    for line in stdout.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line)
+        if match:
+            out[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return out

@@ -38,6 +38,7 @@ import pytest
 import yaml
 
 from tests.infra import apt_repo, bare_node, netns
+from tests.infra.ansible_output import recap
 from tests.infra.apt_repo import RepoServer
 from tests.infra.nvidia_repo import CUDA_PATH, NEW, OLD, TOOLKIT_PATH, TOOLKIT_VERSION, NvidiaRepos
 from tests.infra.netns import NetnsHosts
@@ -88,15 +89,6 @@ def results(stdout: str, task: str) -> dict:
             if match:
                 found[match.group(2)] = match.group(1)
     return found
-
-
-def recap(stdout: str) -> dict:
-    out = {}
-    for line in stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line)
-        if match:
-            out[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    return out
 
 
 class Lab:

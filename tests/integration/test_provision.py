@@ -51,6 +51,7 @@ import yaml
 
 from mlperf_repro.node import tunables
 from tests.infra import apt_repo, bare_node, netns
+from tests.infra.ansible_output import recap
 from tests.infra.apt_repo import NEW, OLD, RepoServer, StandInRepos
 from tests.infra.netns import NetnsHosts
 
@@ -119,15 +120,6 @@ class Run:
             if match and current:
                 out.setdefault(current, []).append(match.group(1))
         return out
-
-
-def parse_recap(stdout: str) -> dict:
-    recap = {}
-    for line in stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line)
-        if match:
-            recap[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    return recap
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +249,7 @@ class Lab:
         started = time.monotonic()
         proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
         run = Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started,
-                  parse_recap(proc.stdout))
+                  recap(proc.stdout))
         self.runs += 1
         (self.base / "runs").mkdir(exist_ok=True)
         (self.base / "runs" / f"{self.runs:02d}.log").write_text(
